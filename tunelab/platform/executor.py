@@ -1,0 +1,459 @@
+"""The job driver: plans candidates, runs builds and measurements on Ray, records results.
+
+Builds are CPU tasks on any node. Measurements go to measurement workers (Ray actors)
+that each hold a device alone: one per node on the CPU backend, one per GPU on CUDA.
+Every deadline is kept by the driver: a build or measurement that outlives its timeout
+is killed and recorded as `timeout`; a worker that dies is retried on a fresh one up to
+`max_attempts` times and then recorded as `worker_lost`. Nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, update
+
+from tunelab.platform import jobs
+from tunelab.platform.kinds import JobKind, get_kind
+from tunelab.platform.recorder import Recorder
+from tunelab.platform.spec import JobSpec, parse_spec
+from tunelab.platform.strategies import make_strategy
+from tunelab.schema.models import Job, JobStatus, TrialStatus
+from tunelab.workers.tasks import MeasureWorker, Outcome, build_candidate
+
+log = logging.getLogger(__name__)
+
+# Time allowed on top of a timeout for dispatch and worker start-up.
+GRACE_S = 5.0
+# How long new measurement workers may take to start.
+WORKER_START_TIMEOUT_S = 180.0
+POLL_S = 0.05
+CANCEL_CHECK_S = 1.0
+
+
+class JobError(RuntimeError):
+    """The job cannot run (no device for it, nothing to run); it is marked failed."""
+
+
+@dataclass
+class Progress:
+    """What a progress display needs after each recorded trial."""
+
+    done: int
+    total: int
+    ok: int
+    best_s: float | None
+    last_status: str | None = None
+
+
+@dataclass
+class _Pending:
+    key: str
+    params: dict[str, Any]
+    attempts: int = 0
+    build: Outcome | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def connect_ray(address: str | None = None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    from tunelab.config import resolve_ray_address
+
+    address = resolve_ray_address(address)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(configure_logging=False, **kwargs)
+
+
+class MeasurePool:
+    """Measurement workers, each measuring one candidate at a time under a deadline."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        import ray
+
+        self.ray = ray
+        self.spec = spec
+        self.cls = ray.remote(MeasureWorker)
+        self.idle: deque[Any] = deque()
+        self.starting: dict[Any, tuple[Any, dict[str, Any], float]] = {}  # ready-ref -> actor
+        self.descriptions: list[dict[str, Any]] = []
+        placements = self._placements()
+        self.n_workers = len(placements)
+        for options in placements:
+            self._start(options)
+
+    def _placements(self) -> list[dict[str, Any]]:
+        ray = self.ray
+        if self.spec.target.kind == "cuda":
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            if gpus == 0:
+                raise JobError(
+                    "this cuda job measures on GPUs but the Ray cluster has none; "
+                    "join a cluster with GPU workers, or set measure.build_only: true "
+                    "to compile every candidate without measuring"
+                )
+            return [{"num_gpus": 1, "num_cpus": 1} for _ in range(gpus)]
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
+        return [
+            {
+                "num_cpus": 1,
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+            }
+            for n in nodes
+        ]
+
+    def _start(self, options: dict[str, Any]) -> None:
+        actor = self.cls.options(max_restarts=0, **options).remote()
+        self.starting[actor.describe.remote()] = (actor, options, time.monotonic())
+
+    def replace(self, actor: Any, options: dict[str, Any]) -> None:
+        """Kill `actor` (if still alive) and start a fresh worker in its place."""
+        with contextlib.suppress(Exception):  # already dead
+            self.ray.kill(actor, no_restart=True)
+        self._start(options)
+
+    def poll_starting(self) -> None:
+        """Move workers that finished starting to the idle set."""
+        if not self.starting:
+            return
+        ready, _ = self.ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
+        for ref in ready:
+            actor, options, _ = self.starting.pop(ref)
+            try:
+                self.descriptions.append(self.ray.get(ref))
+                self.idle.append((actor, options))
+            except Exception as exc:  # died while starting: try once more, later
+                log.warning("measurement worker failed to start: %s", exc)
+                self._start(options)
+        now = time.monotonic()
+        for _actor, options, t0 in list(self.starting.values()):
+            if now - t0 > WORKER_START_TIMEOUT_S:
+                raise JobError(
+                    f"a measurement worker ({options}) did not start within "
+                    f"{WORKER_START_TIMEOUT_S:.0f} s: does the cluster have room for it?"
+                )
+
+    def size(self) -> int:
+        """How many measurement workers the pool keeps."""
+        return self.n_workers
+
+    def wait_ready(self) -> list[dict[str, Any]]:
+        while not self.idle:
+            self.poll_starting()
+            time.sleep(POLL_S)
+        return self.descriptions
+
+    def shutdown(self) -> None:
+        for actor, _ in list(self.idle):
+            self.ray.kill(actor, no_restart=True)
+        for actor, _, _ in self.starting.values():
+            self.ray.kill(actor, no_restart=True)
+        self.idle.clear()
+        self.starting.clear()
+
+
+class JobRunner:
+    """Runs one job to its end (or until cancelled) from the state in the database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        job_id: int,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.job_id = job_id
+        self.on_progress = on_progress or (lambda _p: None)
+
+    def run(self, *, ray_address: str | None = None, force: bool = False) -> JobStatus:
+        job = jobs.claim(self.engine, self.job_id, force=force)
+        spec = parse_spec(job.spec, f"job {self.job_id}")
+        try:
+            connect_ray(ray_address)
+            status = self._run(spec, get_kind(spec.kind))
+        except KeyboardInterrupt:
+            jobs.finish(self.engine, self.job_id, JobStatus.interrupted, "interrupted by user")
+            raise
+        except Exception as exc:
+            jobs.finish(self.engine, self.job_id, JobStatus.failed, f"{type(exc).__name__}: {exc}")
+            raise
+        if status != JobStatus.cancelled:
+            jobs.finish(self.engine, self.job_id, status)
+        return status
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _run(self, spec: JobSpec, kind: JobKind) -> JobStatus:
+        strategy = make_strategy(kind.space(spec), spec.search)
+        done = jobs.done_keys(self.engine, self.job_id)
+        total = strategy.total
+        with self.engine.begin() as conn:
+            conn.execute(update(Job).where(Job.id == self.job_id).values(n_planned=total))
+        recorder = Recorder(self.engine, self.job_id)
+        recorder.flush()  # counts and heartbeat as of now
+        if len(done) >= total:
+            return JobStatus.completed
+
+        pool = None if spec.measure.build_only else MeasurePool(spec)
+        if pool is not None and spec.target.kind == "llvm" and spec.target.mcpu is None:
+            # Build for the CPU the measurements run on, not for whichever node builds.
+            mcpu = pool.wait_ready()[0]["mcpu"]
+            spec = spec.model_copy(update={"target": spec.target.model_copy(update={"mcpu": mcpu})})
+        state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
+        try:
+            return state.loop()
+        finally:
+            state.stop()
+            recorder.flush()
+            if pool is not None:
+                pool.shutdown()
+
+
+class _LoopState:
+    """The driver's bookkeeping for one run of a job."""
+
+    def __init__(self, runner, spec, kind, strategy, done, recorder, pool) -> None:  # type: ignore[no-untyped-def]
+        import ray
+
+        self.ray = ray
+        self.runner = runner
+        self.spec: JobSpec = spec
+        self.kind: JobKind = kind
+        self.strategy = strategy
+        self.done: set[str] = done
+        self.recorder: Recorder = recorder
+        self.pool: MeasurePool | None = pool
+        self.in_flight: set[str] = set()
+        self.retry: deque[_Pending] = deque()
+        self.to_measure: deque[_Pending] = deque()
+        self.builds: dict[Any, tuple[_Pending, float]] = {}
+        self.measures: dict[Any, tuple[_Pending, Any, dict[str, Any], float]] = {}
+        self.ok = 0
+        self.best: float | None = None
+        self.spec_ref = ray.put(spec)
+        self.kind_ref = ray.put(kind)
+        self.build_fn = ray.remote(num_cpus=1, max_retries=0)(build_candidate)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.build_slots = max(1, cpus - (pool.size() if pool else 0))
+        self.exhausted = False
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def _next(self) -> _Pending | None:
+        if self.retry:
+            return self.retry.popleft()
+        if self.exhausted:
+            return None
+        batch = self.strategy.propose(self.spec.search.batch_size, self.done | self.in_flight)
+        if not batch:
+            self.exhausted = True
+            return None
+        for key, params in batch[1:]:
+            self.in_flight.add(key)
+            self.retry.append(_Pending(key, params))
+        key, params = batch[0]
+        self.in_flight.add(key)
+        return _Pending(key, params)
+
+    def _dispatch_builds(self) -> None:
+        # Build only a little ahead of measurement: built artifacts wait in driver memory.
+        # Never more builds in flight than build slots, so each starts when dispatched and
+        # its deadline counts from then.
+        backlog = 2 * self.pool.size() + 2 if self.pool else None
+        while len(self.builds) < self.build_slots and (
+            backlog is None or len(self.to_measure) + len(self.builds) < backlog
+        ):
+            item = self._next()
+            if item is None:
+                return
+            item.attempts += 1
+            ref = self.build_fn.remote(self.kind_ref, self.spec_ref, item.params)
+            self.builds[ref] = (item, time.monotonic())
+
+    def _dispatch_measures(self) -> None:
+        assert self.pool is not None
+        self.pool.poll_starting()
+        while self.to_measure and self.pool.idle:
+            item = self.to_measure.popleft()
+            actor, options = self.pool.idle.popleft()
+            assert item.build is not None and item.build.built is not None
+            ref = actor.measure.remote(self.kind_ref, self.spec_ref, item.params, item.build.built)
+            self.measures[ref] = (item, actor, options, time.monotonic())
+
+    # -- results -----------------------------------------------------------------------
+
+    def _record(
+        self, item: _Pending, outcome: Outcome | None, status: TrialStatus, error: str | None = None
+    ) -> None:
+        build = item.build
+        latencies = outcome.latencies_s if outcome else None
+        extra = dict(build.info) if build else {}
+        if outcome is not None and outcome is not build:
+            extra.update(outcome.info)
+        if item.errors:
+            extra["earlier_attempts"] = item.errors
+        self.recorder.add(
+            candidate=item.key,
+            params=item.params,
+            status=status,
+            latencies_s=latencies,
+            build_s=build.seconds if build else None,
+            run_s=outcome.seconds if outcome is not None and outcome is not build else None,
+            attempts=item.attempts,
+            error=error if error is not None else (outcome.error if outcome else None),
+            worker_node=outcome.node if outcome else None,
+            environment=outcome.environment if outcome else None,
+            extra=extra,
+            started_at=build.started_at if build else None,
+        )
+        self.in_flight.discard(item.key)
+        self.done.add(item.key)
+        if status == TrialStatus.ok and latencies:
+            self.ok += 1
+            median = sorted(latencies)[len(latencies) // 2]
+            self.best = median if self.best is None else min(self.best, median)
+        elif status == TrialStatus.built:
+            self.ok += 1
+        self.runner.on_progress(
+            Progress(len(self.done), self.strategy.total, self.ok, self.best, str(status))
+        )
+
+    def _lost(self, item: _Pending, phase: str, exc: BaseException) -> None:
+        """The worker process died under this candidate: try again, or give up."""
+        message = f"{phase} worker died (attempt {item.attempts}): {type(exc).__name__}: {exc}"
+        log.warning("job %s candidate %s: %s", self.runner.job_id, item.key, message)
+        item.errors.append(message[:2000])
+        if item.attempts < self.spec.measure.max_attempts:
+            if phase == "measure":
+                self.to_measure.appendleft(item)
+            else:
+                self.retry.appendleft(item)
+        else:
+            self._record(item, None, TrialStatus.worker_lost, message)
+
+    def _collect_builds(self, ready: set[Any]) -> None:
+        now = time.monotonic()
+        limit = self.spec.measure.build_timeout_s + GRACE_S
+        for ref, (item, t0) in list(self.builds.items()):
+            if ref in ready:
+                del self.builds[ref]
+                try:
+                    outcome: Outcome = self.ray.get(ref)
+                except Exception as exc:
+                    self._lost(item, "build", exc)
+                    continue
+                if outcome.status != TrialStatus.built:
+                    item.build = outcome
+                    self._record(item, outcome, outcome.status)
+                elif self.pool is None:  # build-only job
+                    item.build = outcome
+                    self._record(item, outcome, TrialStatus.built)
+                else:
+                    item.build = outcome
+                    self.to_measure.append(item)
+            elif now - t0 > limit:
+                del self.builds[ref]
+                self.ray.cancel(ref, force=True)
+                self._record(
+                    item,
+                    None,
+                    TrialStatus.timeout,
+                    f"build exceeded {self.spec.measure.build_timeout_s:g} s; worker killed",
+                )
+
+    def _collect_measures(self, ready: set[Any]) -> None:
+        assert self.pool is not None
+        now = time.monotonic()
+        limit = self.spec.measure.run_timeout_s + GRACE_S
+        for ref, (item, actor, options, t0) in list(self.measures.items()):
+            if ref in ready:
+                del self.measures[ref]
+                try:
+                    outcome: Outcome = self.ray.get(ref)
+                except Exception as exc:
+                    self.pool.replace(actor, options)
+                    self._lost(item, "measure", exc)
+                    continue
+                self.pool.idle.append((actor, options))
+                self._record(item, outcome, outcome.status)
+            elif now - t0 > limit:
+                del self.measures[ref]
+                self.pool.replace(actor, options)
+                self._record(
+                    item,
+                    None,
+                    TrialStatus.timeout,
+                    f"run exceeded {self.spec.measure.run_timeout_s:g} s; worker killed",
+                )
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        return bool(self.builds or self.measures or self.to_measure or self.retry)
+
+    def loop(self) -> JobStatus:
+        last_check = time.monotonic()
+        while True:
+            self._dispatch_builds()
+            if self.pool is not None:
+                self._dispatch_measures()
+            if not self.busy() and self.exhausted:
+                return JobStatus.completed
+            refs = list(self.builds) + list(self.measures)
+            ready: set[Any] = set()
+            if refs:
+                done_refs, _ = self.ray.wait(refs, num_returns=1, timeout=POLL_S)
+                if done_refs:  # take everything else that is ready too
+                    more, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+                    ready = set(more) | set(done_refs)
+            else:
+                time.sleep(POLL_S)
+            self._collect_builds(ready)
+            if self.pool is not None:
+                self._collect_measures(ready)
+            if self.recorder.due():
+                self.recorder.flush()
+            if time.monotonic() - last_check >= CANCEL_CHECK_S:
+                last_check = time.monotonic()
+                if jobs.status_of(self.runner.engine, self.runner.job_id) == JobStatus.cancelled:
+                    return JobStatus.cancelled
+
+    def stop(self) -> None:
+        """Give up whatever is still in flight (on cancel or error): it is not recorded."""
+        for ref in list(self.builds):
+            self.ray.cancel(ref, force=True)
+        for _, actor, _, _ in list(self.measures.values()):
+            self.ray.kill(actor, no_restart=True)
+        self.builds.clear()
+        self.measures.clear()
+
+
+def run_job(
+    engine: Engine,
+    job_id: int,
+    *,
+    ray_address: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    force: bool = False,
+) -> JobStatus:
+    """Run (or resume) job `job_id` in this process until it completes or is cancelled."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    return JobRunner(engine, job_id, on_progress=on_progress).run(
+        ray_address=ray_address, force=force
+    )

@@ -1,0 +1,205 @@
+"""Jobs in the database: create, claim for a driver, cancel, list, and read trials back."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tunelab.platform.kinds import get_kind, workload_hash
+from tunelab.platform.spec import JobSpec
+from tunelab.schema.db import session_scope
+from tunelab.schema.models import (
+    TERMINAL_JOB_STATUSES,
+    Environment,
+    Job,
+    JobStatus,
+    Trial,
+    Workload,
+)
+
+# A running job whose driver has not written for this long is taken to have lost it.
+STALE_AFTER = timedelta(seconds=30)
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class JobStateError(RuntimeError):
+    """The job is in a state that does not allow the requested action."""
+
+
+def insert_ignore(engine: Engine, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for the engine's dialect."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+def _workload_id(engine: Engine, spec: JobSpec) -> int:
+    kind = get_kind(spec.kind)
+    digest = workload_hash(spec.kind, spec.workload)
+    row = {
+        "hash": digest,
+        "kind": spec.kind,
+        "description": kind.describe(spec.workload)[:255],
+        "definition": spec.workload,
+        "created_at": datetime.now(UTC),
+    }
+    with engine.begin() as conn:
+        conn.execute(insert_ignore(engine, Workload.__table__).values(**row))
+        return conn.execute(select(Workload.id).where(Workload.hash == digest)).scalar_one()
+
+
+def create_job(engine: Engine, spec: JobSpec) -> int:
+    """Record a validated spec as a pending job; returns its id."""
+    workload_id = _workload_id(engine, spec)
+    with session_scope(engine) as s:
+        job = Job(
+            name=spec.name,
+            kind=spec.kind,
+            spec=spec.model_dump(mode="json"),
+            workload_id=workload_id,
+            target=spec.target.label(),
+            status=JobStatus.pending,
+            n_planned=0,
+            n_done=0,
+            n_ok=0,
+            n_failed=0,
+        )
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def get_job(engine: Engine, job_id: int) -> Job:
+    with session_scope(engine) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id}")
+        _ = job.workload  # load before the session closes
+        return job
+
+
+def is_stale(job: Job, now: datetime | None = None) -> bool:
+    """A running job whose driver stopped writing: it died and the job can be resumed."""
+    if job.status != JobStatus.running:
+        return False
+    beat = job.heartbeat_at or job.started_at or job.created_at
+    if beat.tzinfo is None:  # SQLite hands back naive datetimes
+        beat = beat.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) - beat > STALE_AFTER
+
+
+def display_status(job: Job) -> str:
+    return "running (driver lost)" if is_stale(job) else job.status
+
+
+def claim(engine: Engine, job_id: int, *, force: bool = False) -> Job:
+    """Mark a job running under this process. Refuses finished jobs and jobs that another
+    live driver runs (a running job with a fresh heartbeat) unless `force`."""
+    now = datetime.now(UTC)
+    with session_scope(engine) as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None:
+            raise JobNotFound(f"no job {job_id}")
+        if job.status in TERMINAL_JOB_STATUSES - {JobStatus.failed}:
+            raise JobStateError(f"job {job_id} is {job.status}; nothing to run")
+        if job.status == JobStatus.running and not is_stale(job, now) and not force:
+            raise JobStateError(
+                f"job {job_id} is running under {job.driver_host} pid {job.driver_pid} "
+                f"(heartbeat {job.heartbeat_at:%H:%M:%S}); use --force if that driver is gone"
+            )
+        job.status = JobStatus.running
+        job.driver_host = socket.gethostname()
+        job.driver_pid = os.getpid()
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
+        job.finished_at = None
+        job.error = None
+        return job
+
+
+def finish(engine: Engine, job_id: int, status: JobStatus, error: str | None = None) -> None:
+    """Record how a driver's run of a job ended (a cancel recorded meanwhile stays)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status != JobStatus.cancelled)
+            .values(status=status, error=error, finished_at=datetime.now(UTC))
+        )
+
+
+def cancel(engine: Engine, job_id: int) -> str:
+    """Ask a job to stop. A running driver sees it within a second or two and stops."""
+    with session_scope(engine) as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None:
+            raise JobNotFound(f"no job {job_id}")
+        if job.status in (JobStatus.completed, JobStatus.cancelled):
+            raise JobStateError(f"job {job_id} is already {job.status}")
+        job.status = JobStatus.cancelled
+        job.finished_at = datetime.now(UTC)
+        return job.status
+
+
+def status_of(engine: Engine, job_id: int) -> str:
+    with engine.connect() as conn:
+        return conn.execute(select(Job.status).where(Job.id == job_id)).scalar_one()
+
+
+def list_jobs(
+    engine: Engine, *, limit: int = 50, kind: str | None = None, status: str | None = None
+) -> list[Job]:
+    stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    with session_scope(engine) as s:
+        return list(s.scalars(stmt))
+
+
+def done_keys(engine: Engine, job_id: int) -> set[str]:
+    """Candidates of a job that already have a trial."""
+    with engine.connect() as conn:
+        return set(conn.execute(select(Trial.candidate).where(Trial.job_id == job_id)).scalars())
+
+
+def status_counts(engine: Engine, job_id: int) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Trial.status, func.count()).where(Trial.job_id == job_id).group_by(Trial.status)
+        )
+        return {status: n for status, n in rows}
+
+
+def trials(
+    engine: Engine,
+    job_id: int,
+    *,
+    top: int | None = None,
+    status: str | None = None,
+    offset: int = 0,
+) -> list[Trial]:
+    """A job's trials: with `top`, the fastest correct ones; else all in recording order."""
+    stmt = select(Trial).where(Trial.job_id == job_id)
+    if top is not None:
+        stmt = stmt.where(Trial.status == "ok").order_by(Trial.latency_median_s).limit(top)
+    else:
+        stmt = stmt.order_by(Trial.id)
+    if status is not None:
+        stmt = stmt.where(Trial.status == status)
+    if offset:
+        stmt = stmt.offset(offset)
+    with session_scope(engine) as s:
+        return list(s.scalars(stmt))
+
+
+def environment(engine: Engine, environment_id: int) -> Environment | None:
+    with session_scope(engine) as s:
+        return s.get(Environment, environment_id)

@@ -1,0 +1,135 @@
+"""Job kinds are plug-ins: each brings its spec sections, candidate space, build and measure.
+
+A kind is found by name among the `tunelab.kinds` entry points (the built-in
+`pipeline-search` is one) or registered in-process with `register_kind`. The kind object
+itself travels to Ray workers, so its `build` and `measure` run there unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+from tunelab.schema.models import TrialStatus
+
+if TYPE_CHECKING:
+    from tunelab.platform.spec import JobSpec
+
+
+class CandidateError(Exception):
+    """A candidate failed in a way that is its own fault; `status` says how."""
+
+    status: ClassVar[TrialStatus] = TrialStatus.run_error
+
+
+class InvalidCandidate(CandidateError):
+    """Rejected before building: it would exceed the target's limits."""
+
+    status = TrialStatus.invalid
+
+
+class BuildError(CandidateError):
+    status = TrialStatus.build_error
+
+
+class RunError(CandidateError):
+    status = TrialStatus.run_error
+
+
+class WrongResult(CandidateError):
+    """The kernel ran but its output differs from the reference: never a winner."""
+
+    status = TrialStatus.wrong_result
+
+
+@dataclass
+class Built:
+    """What a build produces: an artifact the measurement worker needs nothing else to run."""
+
+    artifact: bytes
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Measurement:
+    """Seconds per run of each repeat, plus anything the kind wants recorded on the trial."""
+
+    latencies_s: list[float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class JobKind(ABC):
+    """The contract between the platform and one kind of work.
+
+    `space` runs on the driver; `build` runs in a CPU task on any node; `measure` runs in
+    a measurement worker that holds the device alone. `cache` is a dict that lives as long
+    as that worker, for reference data shared by candidates of one workload.
+    """
+
+    name: ClassVar[str]
+    workload_model: ClassVar[type[BaseModel]]
+    space_model: ClassVar[type[BaseModel]]
+
+    def validate_spec(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook
+        """Raise ValueError for combinations the field validators cannot see."""
+
+    def describe(self, workload: dict[str, Any]) -> str:
+        """A short human label for a workload."""
+        return json.dumps(workload, sort_keys=True)
+
+    @abstractmethod
+    def space(self, spec: JobSpec) -> list[dict[str, Any]]:
+        """Every candidate's parameters, in a fixed order."""
+
+    @abstractmethod
+    def build(self, spec: JobSpec, params: dict[str, Any]) -> Built:
+        """Compile one candidate; raise a CandidateError subclass on failure."""
+
+    @abstractmethod
+    def measure(
+        self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]
+    ) -> Measurement:
+        """Check and time one built candidate; raise WrongResult if its output is wrong."""
+
+
+def candidate_key(params: dict[str, Any]) -> str:
+    """Canonical text of a candidate's parameters: its identity within a job."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+def workload_hash(kind: str, workload: dict[str, Any]) -> str:
+    return hashlib.sha256(f"{kind}\n{candidate_key(workload)}".encode()).hexdigest()
+
+
+_registered: dict[str, JobKind] = {}
+
+
+def register_kind(kind: JobKind) -> None:
+    """Make a kind available in this process (entry points do this for installed ones)."""
+    _registered[kind.name] = kind
+
+
+@functools.cache
+def _entry_point_kinds() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="tunelab.kinds")}
+
+
+def available_kinds() -> set[str]:
+    return set(_registered) | set(_entry_point_kinds())
+
+
+def get_kind(name: str) -> JobKind:
+    """The kind called `name`; KeyError if none is known."""
+    if name not in _registered:
+        eps = _entry_point_kinds()
+        if name not in eps:
+            raise KeyError(f"unknown job kind {name!r}")
+        _registered[name] = eps[name].load()()
+    return _registered[name]

@@ -1,0 +1,97 @@
+"""Fingerprint of the machine a measurement runs on, recorded with every trial."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _nvidia_smi() -> dict[str, str]:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return {}
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        header = subprocess.run([smi], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    info: dict[str, str] = {}
+    if out:
+        name, _, driver = out.splitlines()[0].partition(",")
+        info["gpu_model"] = name.strip()
+        info["gpu_driver"] = driver.strip()
+    for token in header.split("|"):
+        if "CUDA Version:" in token:
+            info["cuda_version"] = token.split("CUDA Version:")[1].split()[0]
+    return info
+
+
+def llvm_host_cpu() -> str | None:
+    """The LLVM name of this machine's CPU (what `-mcpu=native` would pick), if TVM is here."""
+    try:
+        from tvm.target import codegen
+    except ImportError:
+        return None
+    return str(codegen.llvm_get_system_cpu())
+
+
+def fingerprint() -> dict[str, Any]:
+    """Where this process runs: host, CPU/GPU model, driver, CUDA and library versions.
+
+    `fingerprint` (the hash) covers everything that can change a measurement.
+    """
+    env: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "gpu_model": None,
+        "gpu_driver": None,
+        "cuda_version": None,
+        "tvm_version": _package_version("apache-tvm"),
+        "torch_version": _package_version("torch"),
+        "python_version": platform.python_version(),
+    }
+    env.update(_nvidia_smi())
+    env["details"] = {
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+        "tvm_ffi_version": _package_version("apache-tvm-ffi"),
+        "ray_version": _package_version("ray"),
+        "numpy_version": _package_version("numpy"),
+        "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"),
+    }
+    env["fingerprint"] = hashlib.sha256(
+        json.dumps(env, sort_keys=True, default=str).encode()
+    ).hexdigest()
+    return env
