@@ -1,0 +1,205 @@
+"""The Python API; the `tunelab` command line is a thin layer over it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import select
+
+from tunelab.config import logs_dir, resolve_db_url
+from tunelab.platform import jobs
+from tunelab.platform.executor import Progress, run_job
+from tunelab.platform.spec import JobSpec, load_spec, parse_spec
+from tunelab.schema.db import get_engine, normalise_url
+from tunelab.schema.models import Job, JobStatus, Trial
+
+TRIAL_COLUMNS = (
+    "id", "candidate", "status", "latency_median_s", "latency_mean_s", "latency_stdev_s",
+    "latency_min_s", "n_repeats", "predicted_cost", "build_s", "run_s", "attempts",
+    "worker_node", "environment_id", "error", "started_at", "finished_at",
+)  # fmt: skip
+
+
+def as_spec(spec: JobSpec | dict[str, Any] | str | Path) -> JobSpec:
+    """A validated spec from a JobSpec, a dict, or a path to a YAML/JSON file."""
+    if isinstance(spec, JobSpec):
+        return spec
+    if isinstance(spec, dict):
+        return parse_spec(spec)
+    return load_spec(spec)
+
+
+def submit(
+    spec: JobSpec | dict[str, Any] | str | Path,
+    *,
+    wait: bool = True,
+    db: str | None = None,
+    ray_address: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> int:
+    """Validate and record a job, then run it here (`wait`) or in a background driver.
+
+    Returns the job id. Raises SpecError for an invalid spec before anything is written,
+    and DatabaseError when the database cannot be reached.
+    """
+    job_spec = as_spec(spec)
+    engine = get_engine(db)
+    job_id = jobs.create_job(engine, job_spec)
+    if wait:
+        run_job(engine, job_id, ray_address=ray_address, on_progress=on_progress)
+    else:
+        start_driver(job_id, db=db, ray_address=ray_address)
+    return job_id
+
+
+def resume(
+    job_id: int,
+    *,
+    wait: bool = True,
+    db: str | None = None,
+    ray_address: str | None = None,
+    force: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> JobStatus:
+    """Continue a job whose driver died or failed: recorded trials are kept, the rest run."""
+    engine = get_engine(db)
+    if not wait:
+        job = jobs.get_job(engine, job_id)  # fail here, not in the background, if missing
+        if job.status in (JobStatus.completed, JobStatus.cancelled):
+            raise jobs.JobStateError(f"job {job_id} is {job.status}; nothing to run")
+        start_driver(job_id, db=db, ray_address=ray_address, force=force)
+        return JobStatus(job.status)
+    return run_job(engine, job_id, ray_address=ray_address, on_progress=on_progress, force=force)
+
+
+def start_driver(
+    job_id: int, *, db: str | None = None, ray_address: str | None = None, force: bool = False
+) -> subprocess.Popen[bytes]:
+    """Run a job's driver as a detached background process; its log goes to the data dir."""
+    url = normalise_url(resolve_db_url(db))
+    cmd = [sys.executable, "-m", "tunelab.platform.cli", "run-driver", str(job_id), "--db", url]
+    if ray_address:
+        cmd += ["--ray", ray_address]
+    if force:
+        cmd.append("--force")
+    log_path = logs_dir() / f"job-{job_id}.log"
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def cancel(job_id: int, *, db: str | None = None) -> None:
+    jobs.cancel(get_engine(db), job_id)
+
+
+def get_job(job_id: int, *, db: str | None = None) -> Job:
+    return jobs.get_job(get_engine(db), job_id)
+
+
+def list_jobs(*, db: str | None = None, **filters: Any) -> list[Job]:
+    return jobs.list_jobs(get_engine(db), **filters)
+
+
+def trials(
+    job_id: int, *, db: str | None = None, top: int | None = None, status: str | None = None
+) -> list[Trial]:
+    """A job's trials; `top=N` gives the N fastest correct ones."""
+    engine = get_engine(db)
+    jobs.get_job(engine, job_id)
+    return jobs.trials(engine, job_id, top=top, status=status)
+
+
+def trial_row(t: Trial) -> dict[str, Any]:
+    """A trial as a flat dict: its columns, `param_*` per parameter, and `extra` as JSON."""
+    row = {c: getattr(t, c) for c in TRIAL_COLUMNS}
+    for name, value in t.params.items():
+        row[f"param_{name}"] = value
+    row["extra"] = json.dumps(t.extra, sort_keys=True)
+    for c in ("started_at", "finished_at"):
+        row[c] = row[c].isoformat() if row[c] is not None else None
+    return row
+
+
+def iter_trial_rows(job_id: int, *, db: str | None = None, chunk: int = 2000) -> Iterator[dict]:
+    """Every trial of a job as flat rows, streamed from the database in chunks."""
+    from sqlalchemy.orm import Session
+
+    engine = get_engine(db)
+    jobs.get_job(engine, job_id)
+    with Session(engine) as s:
+        stmt = select(Trial).where(Trial.job_id == job_id).order_by(Trial.id)
+        for t in s.scalars(stmt.execution_options(yield_per=chunk)):
+            yield trial_row(t)
+
+
+def export(
+    job_id: int,
+    path: str | Path,
+    fmt: Literal["csv", "jsonl", "parquet"],
+    *,
+    db: str | None = None,
+) -> int:
+    """Write every trial of a job to `path`; returns the number of rows written."""
+    path = Path(path)
+    rows = iter_trial_rows(job_id, db=db)
+    n = 0
+    if fmt == "parquet":
+        return _write_parquet(rows, path)
+    with path.open("w", newline="") as f:
+        writer: csv.DictWriter[str] | None = None
+        for row in rows:
+            n += 1
+            if fmt == "jsonl":
+                f.write(json.dumps(row) + "\n")
+                continue
+            if writer is None:
+                writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+                writer.writeheader()
+            writer.writerow(row)
+    return n
+
+
+def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000) -> int:
+    """Stream rows into a Parquet file with a fixed schema (columns may be all-null)."""
+    import itertools
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    floats = {c for c in TRIAL_COLUMNS if c.endswith("_s") or c == "predicted_cost"}
+    ints = {"id", "n_repeats", "attempts", "environment_id"}
+
+    def arrow_type(name: str, value: Any) -> pa.DataType:
+        if name in floats:
+            return pa.float64()
+        if name in ints:
+            return pa.int64()
+        if isinstance(value, bool):
+            return pa.bool_()
+        if isinstance(value, int) and name.startswith("param_"):
+            return pa.int64()
+        if isinstance(value, float):
+            return pa.float64()
+        return pa.string()
+
+    it = iter(rows)
+    first = next(it, None)
+    if first is None:
+        schema = pa.schema([(c, arrow_type(c, None)) for c in (*TRIAL_COLUMNS, "extra")])
+        pq.write_table(schema.empty_table(), path)
+        return 0
+    schema = pa.schema([(k, arrow_type(k, v)) for k, v in first.items()])
+    n = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for chunk in itertools.batched(itertools.chain([first], it), batch):
+            writer.write_table(pa.Table.from_pylist(list(chunk), schema=schema))
+            n += len(chunk)
+    return n

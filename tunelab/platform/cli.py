@@ -1,0 +1,409 @@
+"""`tunelab`: submit tuning jobs, follow them, and query every trial they recorded."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from tunelab.config import resolve_db_url
+from tunelab.platform import api
+from tunelab.platform.executor import JobError
+from tunelab.platform.executor import Progress as JobProgress
+from tunelab.platform.jobs import JobNotFound, JobStateError, display_status
+from tunelab.platform.spec import SpecError
+from tunelab.schema.db import DatabaseError, get_engine, redact
+from tunelab.schema.models import Job, JobStatus, Trial
+
+
+class Exit(enum.IntEnum):
+    """Exit codes scripts can rely on."""
+
+    OK = 0  # done; for --wait: the job completed
+    JOB_FAILED = 1  # the job failed, or an unexpected error
+    BAD_INPUT = 2  # invalid spec, options or arguments: nothing was written
+    DB_UNREACHABLE = 3  # the database cannot be reached or migrated
+    NOT_FOUND = 4  # no such job, or the job is in a state that refuses the action
+    CANCELLED = 5  # the job was cancelled while we waited on it
+    INTERRUPTED = 130  # Ctrl-C: the job is marked interrupted and can be resumed
+
+
+EXIT_HELP = (
+    "Exit codes: 0 done, 1 job failed, 2 invalid input (nothing written), "
+    "3 database unreachable, 4 no such job / wrong state, 5 cancelled, 130 interrupted."
+)
+
+app = typer.Typer(
+    help=(
+        "Distributed autotuning of deep-learning compiler optimisations. Every trial is "
+        "recorded in a database (TUNELAB_DB_URL or --db; default: a SQLite file in your "
+        "data directory) and runs on Ray (RAY_ADDRESS or --ray; default: a local Ray).\n\n"
+        + EXIT_HELP
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (default: TUNELAB_DB_URL, else the SQLite file)."),
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option("--ray", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)."),
+]
+JobArg = Annotated[int, typer.Argument(help="Job id, as printed by submit and listed by jobs.")]
+
+
+class Format(enum.StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class ExportFormat(enum.StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+def _fail(code: Exit, message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(int(code))
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run `fn`, turning the errors users can act on into a message and an exit code."""
+    try:
+        return fn()
+    except SpecError as exc:
+        _fail(Exit.BAD_INPUT, str(exc))
+    except DatabaseError as exc:
+        _fail(Exit.DB_UNREACHABLE, str(exc))
+    except (JobNotFound, JobStateError) as exc:
+        _fail(Exit.NOT_FOUND, str(exc))
+    except JobError as exc:
+        _fail(Exit.JOB_FAILED, f"the job failed: {exc}")
+    except KeyboardInterrupt:
+        err.print("interrupted: the job is marked interrupted; `tunelab resume` continues it")
+        raise typer.Exit(int(Exit.INTERRUPTED)) from None
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _age(ts: datetime | None) -> str:
+    if ts is None:
+        return "-"
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    secs = int((datetime.now(UTC) - ts).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit} ago"
+    return f"{secs}s ago"
+
+
+def _run_with_progress(start: Callable[[Callable[[JobProgress], None]], Any]) -> Any:
+    """Call `start(on_progress)` under a progress bar on stderr."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[summary]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("trials", total=None, summary="starting Ray...")
+
+        def update(p: JobProgress) -> None:
+            summary = f"ok {p.ok}  best {_fmt_s(p.best_s)}"
+            bar.update(task, completed=p.done, total=p.total, summary=summary)
+
+        return start(update)
+
+
+def _trials_table(title: str, trials: list[Trial]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("trial", "status", "median", "min", "stdev"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("params", ratio=1)
+    table.add_column("node", overflow="ellipsis", max_width=24)
+    for t in trials:
+        params = ", ".join(f"{k}={v}" for k, v in t.params.items())
+        table.add_row(
+            str(t.id), t.status, _fmt_s(t.latency_median_s), _fmt_s(t.latency_min_s),
+            _fmt_s(t.latency_stdev_s), params, t.worker_node or "-",
+        )  # fmt: skip
+    return table
+
+
+def _summary(job_id: int, db: str | None, top: int = 5) -> None:
+    job = api.get_job(job_id, db=db)
+    _show_job(job, db)
+    best = api.trials(job_id, db=db, top=top)
+    if best:
+        out.print(_trials_table(f"Best {len(best)} trials", best))
+    else:
+        out.print("[yellow]no trial produced a correct, measured kernel[/]")
+    out.print(f"database: {redact(resolve_db_url(db))}")
+
+
+def _exit_for(status: JobStatus | str) -> None:
+    code = {
+        JobStatus.completed: Exit.OK,
+        JobStatus.cancelled: Exit.CANCELLED,
+        JobStatus.interrupted: Exit.INTERRUPTED,
+    }.get(JobStatus(status), Exit.JOB_FAILED)
+    raise typer.Exit(int(code))
+
+
+@app.command(epilog=EXIT_HELP)
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON (see examples/).")],
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Run here with a progress bar and print the best trials; "
+            "otherwise start a background driver and return at once.",
+        ),
+    ] = False,
+    db: DbOpt = None,
+    ray: RayOpt = None,
+) -> None:
+    """Validate SPEC, record it as a job and run it; prints the job id.
+
+    An invalid spec is refused (exit 2) before anything is written.
+    """
+    job_spec = _guard(lambda: api.as_spec(spec))
+    if not wait:
+        job_id = _guard(lambda: api.submit(job_spec, wait=False, db=db, ray_address=ray))
+        out.print(job_id)
+        err.print(f"job {job_id} started in the background; follow it with `tunelab show {job_id}`")
+        return
+    engine = _guard(lambda: get_engine(db))
+    from tunelab.platform.jobs import create_job
+
+    job_id = _guard(lambda: create_job(engine, job_spec))
+    out.print(job_id)
+    _guard(
+        lambda: _run_with_progress(
+            lambda cb: api.resume(job_id, db=db, ray_address=ray, on_progress=cb)
+        )
+    )
+    _summary(job_id, db)
+    _exit_for(api.get_job(job_id, db=db).status)
+
+
+@app.command(epilog=EXIT_HELP)
+def resume(
+    job: JobArg,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Run here, or in background.")] = (
+        False
+    ),
+    force: Annotated[
+        bool, typer.Option(help="Take over a job whose driver still seems alive.")
+    ] = False,
+    db: DbOpt = None,
+    ray: RayOpt = None,
+) -> None:
+    """Continue a job whose driver died, failed or was interrupted.
+
+    Recorded trials are kept; unfinished candidates run again; none is recorded twice.
+    """
+    if not wait:
+        _guard(lambda: api.resume(job, wait=False, db=db, ray_address=ray, force=force))
+        err.print(f"job {job} resumed in the background; follow it with `tunelab show {job}`")
+        return
+    _guard(
+        lambda: _run_with_progress(
+            lambda cb: api.resume(job, db=db, ray_address=ray, force=force, on_progress=cb)
+        )
+    )
+    _summary(job, db)
+    _exit_for(api.get_job(job, db=db).status)
+
+
+@app.command("run-driver", hidden=True)
+def run_driver(job: JobArg, db: DbOpt = None, ray: RayOpt = None, force: bool = False) -> None:
+    """Run a job's driver in this process (what background submissions start)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    status = _guard(lambda: api.resume(job, db=db, ray_address=ray, force=force))
+    _exit_for(status)
+
+
+@app.command()
+def cancel(job: JobArg, db: DbOpt = None) -> None:
+    """Cancel a job; a running driver stops within about a second. Recorded trials stay."""
+    _guard(lambda: api.cancel(job, db=db))
+    out.print(f"job {job} cancelled")
+
+
+@app.command("jobs")
+def list_jobs(
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """List jobs, newest first, with progress and best result."""
+    rows = _guard(lambda: api.list_jobs(db=db, kind=kind, status=status, limit=limit))
+    records = [
+        {
+            "id": j.id, "name": j.name, "kind": j.kind, "target": j.target,
+            "status": display_status(j), "done": j.n_done, "planned": j.n_planned,
+            "ok": j.n_ok, "failed": j.n_failed, "best_latency_s": j.best_latency_s,
+            "created_at": j.created_at.isoformat(),
+        }
+        for j in rows
+    ]  # fmt: skip
+    if fmt != Format.table:
+        _emit(records, fmt)
+        return
+    table = Table()
+    for col in ("id", "name", "kind", "target", "status", "progress", "best", "age"):
+        table.add_column(col)
+    for j in rows:
+        table.add_row(
+            str(j.id), j.name, j.kind, j.target, display_status(j),
+            f"{j.n_done}/{j.n_planned} ({j.n_failed} failed)", _fmt_s(j.best_latency_s),
+            _age(j.created_at),
+        )  # fmt: skip
+    out.print(table if rows else "no jobs yet: `tunelab submit SPEC` starts one")
+
+
+def _show_job(j: Job, db: str | None) -> None:
+    from tunelab.platform.jobs import status_counts
+
+    counts = status_counts(get_engine(db), j.id)
+    lines = [
+        f"[bold]job {j.id}[/] {j.name}  ({j.kind}, {j.target})",
+        f"workload: {j.workload.description}",
+        f"status: {display_status(j)}   trials {j.n_done}/{j.n_planned}",
+        "by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
+        f"best: {_fmt_s(j.best_latency_s)}"
+        + (f" (trial {j.best_trial_id})" if j.best_trial_id else ""),
+        f"created {_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
+    ]
+    if j.error:
+        lines.append(f"[red]error: {j.error}[/]")
+    out.print("\n".join(lines), highlight=False)
+
+
+@app.command()
+def show(job: JobArg, db: DbOpt = None) -> None:
+    """A job's status, progress, counts by trial status, and its best trials."""
+    j = _guard(lambda: api.get_job(job, db=db))
+    _show_job(j, db)
+    best = api.trials(job, db=db, top=5)
+    if best:
+        out.print(_trials_table("Best trials", best))
+
+
+def _emit(records: list[dict[str, Any]], fmt: Format) -> None:
+    if fmt == Format.json:
+        sys.stdout.write(json.dumps(records, indent=2, default=str) + "\n")
+        return
+    if not records:
+        return
+    fields: list[str] = []
+    for r in records:
+        fields += [k for k in r if k not in fields]
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(records)
+
+
+@app.command("trials")
+def list_trials(
+    job: JobArg,
+    top: Annotated[
+        int | None, typer.Option(min=1, help="Only the N fastest correct (ok) trials.")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only trials with this status (ok, build_error, ...).")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """A job's trials with parameters and latency statistics."""
+    rows = _guard(lambda: api.trials(job, db=db, top=top, status=status))
+    if fmt != Format.table:
+        _emit([api.trial_row(t) for t in rows], fmt)
+        return
+    out.print(_trials_table(f"job {job}: {len(rows)} trials", rows))
+
+
+@app.command()
+def export(
+    job: JobArg,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv, jsonl or parquet.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File (default: job-ID.FORMAT).")
+    ] = None,
+    db: DbOpt = None,
+) -> None:
+    """Write every trial of a job to a file, streaming from the database."""
+    path = output or Path(f"job-{job}.{fmt.value}")
+    n = _guard(lambda: api.export(job, path, fmt.value, db=db))  # type: ignore[arg-type]
+    err.print(f"wrote {n} trials to {path}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOpt = None) -> None:
+    """Create the tables or migrate them to the current schema."""
+    from tunelab.schema.db import current_revision
+
+    engine = _guard(lambda: get_engine(db, migrate=True))
+    out.print(f"{redact(str(engine.url))} is at revision {current_revision(engine)}")
+
+
+@db_app.command("url")
+def db_url(db: DbOpt = None) -> None:
+    """Print the database URL in use (password hidden)."""
+    out.print(redact(resolve_db_url(db)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
