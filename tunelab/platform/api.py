@@ -198,8 +198,9 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
         return 0
     schema = pa.schema([(k, arrow_type(k, v)) for k, v in first.items()])
     n = 0
+    rows_left = itertools.chain([first], it)
     with pq.ParquetWriter(path, schema) as writer:
-        for chunk in itertools.batched(itertools.chain([first], it), batch):
-            writer.write_table(pa.Table.from_pylist(list(chunk), schema=schema))
+        while chunk := list(itertools.islice(rows_left, batch)):  # itertools.batched is 3.12+
+            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
             n += len(chunk)
     return n

@@ -340,9 +340,10 @@ class _LoopState:
         log.warning("job %s candidate %s: %s", self.runner.job_id, item.key, message)
         item.errors.append(message[:2000])
         if item.attempts < self.spec.measure.max_attempts:
-            if phase == "measure":
+            if phase == "measure":  # measure again from the same build
+                item.attempts += 1
                 self.to_measure.appendleft(item)
-            else:
+            else:  # build again (dispatch counts the attempt)
                 self.retry.appendleft(item)
         else:
             self._record(item, None, TrialStatus.worker_lost, message)

@@ -105,17 +105,12 @@ def _base_space(spec: JobSpec) -> dict[str, list[int]]:
 
 def _fits(wl: GemmWorkload, p: dict[str, int], cuda: bool) -> bool:
     if cuda:
-        n_tx, n_ty = p["block_n"] // p["thread_n"], p["block_m"] // p["thread_m"]
-        tile_elems = (p["block_m"] + p["block_n"]) * p["block_k"] // 2  # per operand copy, max
         return (
             wl.M % p["block_m"] == 0
             and wl.N % p["block_n"] == 0
             and wl.K % p["block_k"] == 0
             and p["block_m"] % p["thread_m"] == 0
             and p["block_n"] % p["thread_n"] == 0
-            and p["block_m"] * p["block_k"] % (n_tx * n_ty * p["vector"]) == 0
-            and p["block_k"] * p["block_n"] % (n_tx * n_ty * p["vector"]) == 0
-            and tile_elems > 0
         )
     return (
         wl.M % p["tile_m"] == 0
@@ -194,7 +189,8 @@ class PipelineSearch(JobKind):
             raise ValueError("space: no candidate divides the workload's M, N and K")
 
     def describe(self, workload: dict[str, Any]) -> str:
-        wl = GemmWorkload.model_validate(workload)
+        wl = self.workload_model.model_validate(workload)
+        assert isinstance(wl, GemmWorkload)
         return f"gemm {wl.M}x{wl.N}x{wl.K} {wl.dtype}"
 
     def space(self, spec: JobSpec) -> list[dict[str, Any]]:
@@ -250,6 +246,13 @@ class PipelineSearch(JobKind):
             raise InvalidCandidate(f"{n_tx * n_ty} threads per block > {CUDA_MAX_THREADS}")
         if smem > smem_limit:
             raise InvalidCandidate(f"{smem} bytes of shared memory > {smem_limit} on {arch}")
+        per_copy = n_tx * n_ty * p["vector"]
+        for name, elems in (("A", p["block_m"] * p["block_k"]), ("B", p["block_k"] * p["block_n"])):
+            if elems % per_copy:
+                raise InvalidCandidate(
+                    f"the {name} tile ({elems} elements) does not split evenly into "
+                    f"{n_tx * n_ty} threads x {p['vector']}-wide copies"
+                )
         try:
             sch = schedule_cuda(wl.M, wl.N, wl.K, wl.dtype, p)
             ex = compile_schedule(sch, tvm.target.Target({"kind": "cuda", "arch": arch}))

@@ -1,0 +1,142 @@
+"""The `tunelab` command line: exit codes, nothing written on bad input, queries and exports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tunelab.platform import jobs
+from tunelab.schema.db import get_engine
+
+SPEC = {
+    "name": "cli",
+    "kind": "pipeline-search",
+    "workload": {"M": 64, "N": 64, "K": 64},
+    "space": {"tile_m": [16, 32], "tile_n": [32], "tile_k": [16], "micro_m": [2],
+              "micro_n": [8], "stages": [1, 2]},
+    "measure": {"repeats": 3},
+}  # fmt: skip
+
+
+def tunelab(*args: str, check: int | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunelab.platform.cli", *args],
+        capture_output=True, text=True, timeout=600, env=os.environ.copy(),
+    )  # fmt: skip
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def write_spec(tmp_path: Path, data: dict, name: str = "job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_help_explains_exit_codes() -> None:
+    proc = tunelab("--help", check=0)
+    assert "Exit codes" in proc.stdout and "submit" in proc.stdout
+
+
+def test_invalid_spec_exits_2_and_writes_nothing(tmp_path: Path, sqlite_url: str) -> None:
+    bad = write_spec(tmp_path, {**SPEC, "search": {"budget": -1}})
+    proc = tunelab("submit", str(bad), "--db", sqlite_url, check=2)
+    assert "search.budget" in proc.stderr
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # not even created
+    unknown = write_spec(tmp_path, {**SPEC, "kind": "teleport"}, "unknown.yaml")
+    assert "unknown job kind" in tunelab("submit", str(unknown), check=2).stderr
+    missing = tunelab("submit", str(tmp_path / "nope.yaml"), check=2)
+    assert "no such spec file" in missing.stderr
+
+
+def test_unreachable_database_exits_3(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    proc = tunelab("submit", str(spec), "--db", "postgresql://postgres@127.0.0.1:1/x", check=3)
+    assert "cannot reach database" in proc.stderr
+    assert "cannot reach" in tunelab("jobs", "--db", "postgresql://u@127.0.0.1:1/x", check=3).stderr
+
+
+def test_unknown_job_exits_4(sqlite_url: str) -> None:
+    assert "no job 42" in tunelab("show", "42", "--db", sqlite_url, check=4).stderr
+    tunelab("resume", "42", "--db", sqlite_url, check=4)
+    tunelab("cancel", "42", "--db", sqlite_url, check=4)
+
+
+def test_empty_database(sqlite_url: str) -> None:
+    assert "no jobs yet" in tunelab("jobs", "--db", sqlite_url, check=0).stdout
+    assert json.loads(tunelab("jobs", "--db", sqlite_url, "--format", "json", check=0).stdout) == []
+
+
+@pytest.mark.slow
+def test_submit_wait_then_query_and_export(tmp_path: Path, db_url: str, ray_cluster: str) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    proc = tunelab("submit", str(spec), "--wait", "--db", db_url, "--ray", ray_cluster, check=0)
+    job_id = int(proc.stdout.split()[0])
+    assert "Best 4 trials" in proc.stdout and "database:" in proc.stdout
+
+    listed = json.loads(tunelab("jobs", "--db", db_url, "--format", "json", check=0).stdout)
+    assert [(j["id"], j["status"], j["done"]) for j in listed] == [(job_id, "completed", 4)]
+    assert "completed" in tunelab("show", str(job_id), "--db", db_url, check=0).stdout
+
+    top = json.loads(
+        tunelab(
+            "trials", str(job_id), "--top", "2", "--format", "json", "--db", db_url, check=0
+        ).stdout  # fmt: skip
+    )
+    assert len(top) == 2 and top[0]["latency_median_s"] <= top[1]["latency_median_s"]
+    assert {"param_tile_m", "param_stages", "worker_node", "error"} <= set(top[0])
+    rows = list(
+        csv.DictReader(
+            tunelab(
+                "trials", str(job_id), "--status", "ok", "--format", "csv", "--db", db_url, check=0
+            ).stdout.splitlines()  # fmt: skip
+        )
+    )
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+
+    for fmt in ("csv", "jsonl", "parquet"):
+        out = tmp_path / f"trials.{fmt}"
+        tunelab("export", str(job_id), "--format", fmt, "-o", str(out), "--db", db_url, check=0)
+        if fmt == "parquet":
+            table = pq.read_table(out)
+            assert table.num_rows == 4 and "param_stages" in table.column_names
+        elif fmt == "jsonl":
+            assert len(out.read_text().splitlines()) == 4
+        else:
+            assert len(list(csv.DictReader(out.open()))) == 4
+    # A completed job cannot be cancelled or resumed.
+    tunelab("cancel", str(job_id), "--db", db_url, check=4)
+    tunelab("resume", str(job_id), "--wait", "--db", db_url, check=4)
+
+
+@pytest.mark.slow
+def test_background_submit_and_cancel(tmp_path: Path, sqlite_url: str, ray_cluster: str) -> None:
+    many = {**SPEC, "space": {}, "search": {"strategy": "random", "budget": 200},
+            "measure": {"repeats": 3, "min_repeat_ms": 50}}  # fmt: skip
+    spec = write_spec(tmp_path, many)
+    proc = tunelab("submit", str(spec), "--db", sqlite_url, "--ray", ray_cluster, check=0)
+    job_id = int(proc.stdout.strip())
+    engine = get_engine(sqlite_url)
+    deadline = time.monotonic() + 300
+    while jobs.get_job(engine, job_id).n_done < 2:
+        assert time.monotonic() < deadline, "background driver recorded nothing"
+        time.sleep(0.3)
+    tunelab("cancel", str(job_id), "--db", sqlite_url, check=0)
+    time.sleep(4)  # the driver notices within about a second and stops
+    job = jobs.get_job(engine, job_id)
+    n = job.n_done
+    time.sleep(3)
+    job = jobs.get_job(engine, job_id)
+    assert job.status == "cancelled" and job.n_done == n < 200
+    log = Path(os.environ["TUNELAB_DATA_DIR"]) / "logs" / f"job-{job_id}.log"
+    assert log.exists()
