@@ -21,17 +21,26 @@ SPEC = {
     "name": "cli",
     "kind": "pipeline-search",
     "workload": {"M": 64, "N": 64, "K": 64},
-    "space": {"tile_m": [16, 32], "tile_n": [32], "tile_k": [16], "micro_m": [2],
-              "micro_n": [8], "stages": [1, 2]},
+    "space": {
+        "tile_m": [16, 32],
+        "tile_n": [32],
+        "tile_k": [16],
+        "micro_m": [2],
+        "micro_n": [8],
+        "stages": [1, 2],
+    },
     "measure": {"repeats": 3},
-}  # fmt: skip
+}
 
 
 def tunelab(*args: str, check: int | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "tunelab.platform.cli", *args],
-        capture_output=True, text=True, timeout=600, env=os.environ.copy(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ.copy(),
+    )
     if check is not None:
         assert proc.returncode == check, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -91,7 +100,7 @@ def test_submit_wait_then_query_and_export(tmp_path: Path, db_url: str, ray_clus
     top = json.loads(
         tunelab(
             "trials", str(job_id), "--top", "2", "--format", "json", "--db", db_url, check=0
-        ).stdout  # fmt: skip
+        ).stdout
     )
     assert len(top) == 2 and top[0]["latency_median_s"] <= top[1]["latency_median_s"]
     assert {"param_tile_m", "param_stages", "worker_node", "error"} <= set(top[0])
@@ -99,7 +108,7 @@ def test_submit_wait_then_query_and_export(tmp_path: Path, db_url: str, ray_clus
         csv.DictReader(
             tunelab(
                 "trials", str(job_id), "--status", "ok", "--format", "csv", "--db", db_url, check=0
-            ).stdout.splitlines()  # fmt: skip
+            ).stdout.splitlines()
         )
     )
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
@@ -121,8 +130,12 @@ def test_submit_wait_then_query_and_export(tmp_path: Path, db_url: str, ray_clus
 
 @pytest.mark.slow
 def test_background_submit_and_cancel(tmp_path: Path, sqlite_url: str, ray_cluster: str) -> None:
-    many = {**SPEC, "space": {}, "search": {"strategy": "random", "budget": 200},
-            "measure": {"repeats": 3, "min_repeat_ms": 50}}  # fmt: skip
+    many = {
+        **SPEC,
+        "space": {},
+        "search": {"strategy": "random", "budget": 200},
+        "measure": {"repeats": 3, "min_repeat_ms": 50},
+    }
     spec = write_spec(tmp_path, many)
     proc = tunelab("submit", str(spec), "--db", sqlite_url, "--ray", ray_cluster, check=0)
     job_id = int(proc.stdout.strip())

@@ -26,7 +26,7 @@ from tunelab.platform.recorder import Recorder
 from tunelab.platform.spec import JobSpec, parse_spec
 from tunelab.platform.strategies import make_strategy
 from tunelab.schema.models import Job, JobStatus, TrialStatus
-from tunelab.workers.tasks import MeasureWorker, Outcome, build_candidate
+from tunelab.workers.tasks import MeasureWorker, Outcome, build_candidates
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class _Pending:
     attempts: int = 0
     build: Outcome | None = None
     errors: list[str] = field(default_factory=list)
+    solo: bool = False  # its chunk failed as a whole: evaluate it alone from now on
 
 
 def connect_ray(address: str | None = None) -> None:
@@ -225,6 +226,28 @@ class JobRunner:
                 pool.shutdown()
 
 
+class _Chunker:
+    """How many candidates go into one Ray call for one phase.
+
+    Cheap evaluations are sent in chunks so that Ray's per-call cost does not dominate;
+    a chunk aims to take about TARGET_S. Expensive ones go one at a time, which keeps
+    timeouts and crash blame per candidate. A chunk that fails as a whole is split.
+    """
+
+    TARGET_S = 0.2
+    MAX = 64
+
+    def __init__(self) -> None:
+        self.size = 1
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        per = sum(o.seconds for o in outcomes) / max(len(outcomes), 1)
+        self.size = max(1, min(self.MAX, int(self.TARGET_S / max(per, 1e-4))))
+
+    def failed(self) -> None:
+        self.size = 1
+
+
 class _LoopState:
     """The driver's bookkeeping for one run of a job."""
 
@@ -240,71 +263,95 @@ class _LoopState:
         self.recorder: Recorder = recorder
         self.pool: MeasurePool | None = pool
         self.in_flight: set[str] = set()
-        self.retry: deque[_Pending] = deque()
+        self.retry: deque[_Pending] = deque()  # lost builds and split chunks, first
         self.to_measure: deque[_Pending] = deque()
-        self.builds: dict[Any, tuple[_Pending, float]] = {}
-        self.measures: dict[Any, tuple[_Pending, Any, dict[str, Any], float]] = {}
+        self.builds: dict[Any, tuple[list[_Pending], float]] = {}
+        self.measures: dict[Any, tuple[list[_Pending], Any, dict[str, Any], float]] = {}
+        self.build_chunk = _Chunker()
+        self.measure_chunk = _Chunker()
         self.ok = 0
         self.best: float | None = None
         self.spec_ref = ray.put(spec)
         self.kind_ref = ray.put(kind)
-        self.build_fn = ray.remote(num_cpus=1, max_retries=0)(build_candidate)
+        self.build_fn = ray.remote(num_cpus=1, max_retries=0)(build_candidates)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.build_slots = max(1, cpus - (pool.size() if pool else 0))
         self.exhausted = False
 
     # -- dispatch ----------------------------------------------------------------------
 
-    def _next(self) -> _Pending | None:
+    def _take(self, n: int) -> list[_Pending]:
+        """Up to `n` candidates to build: retries first (a solo one alone), then new ones."""
         if self.retry:
-            return self.retry.popleft()
+            if self.retry[0].solo:
+                return [self.retry.popleft()]
+            out: list[_Pending] = []
+            while self.retry and not self.retry[0].solo and len(out) < n:
+                out.append(self.retry.popleft())
+            return out
         if self.exhausted:
-            return None
-        batch = self.strategy.propose(self.spec.search.batch_size, self.done | self.in_flight)
+            return []
+        batch = self.strategy.propose(
+            max(n, self.spec.search.batch_size), self.done | self.in_flight
+        )
         if not batch:
             self.exhausted = True
-            return None
-        for key, params in batch[1:]:
-            self.in_flight.add(key)
-            self.retry.append(_Pending(key, params))
-        key, params = batch[0]
-        self.in_flight.add(key)
-        return _Pending(key, params)
+            return []
+        items = [_Pending(key, params) for key, params in batch]
+        self.in_flight.update(key for key, _ in batch)
+        self.retry.extend(items[n:])
+        return items[:n]
 
     def _dispatch_builds(self) -> None:
         # Build only a little ahead of measurement: built artifacts wait in driver memory.
-        # Never more builds in flight than build slots, so each starts when dispatched and
-        # its deadline counts from then.
-        backlog = 2 * self.pool.size() + 2 if self.pool else None
-        while len(self.builds) < self.build_slots and (
-            backlog is None or len(self.to_measure) + len(self.builds) < backlog
-        ):
-            item = self._next()
-            if item is None:
+        # Never more build calls than build slots, so each starts when dispatched and its
+        # deadline counts from then.
+        while len(self.builds) < self.build_slots:
+            if self.pool is not None:
+                waiting = len(self.to_measure) + sum(len(c) for c, _ in self.builds.values())
+                if waiting >= 2 * self.pool.size() * self.measure_chunk.size + 2:
+                    return
+            chunk = self._take(self.build_chunk.size)
+            if not chunk:
                 return
-            item.attempts += 1
-            ref = self.build_fn.remote(self.kind_ref, self.spec_ref, item.params)
-            self.builds[ref] = (item, time.monotonic())
+            for item in chunk:
+                item.attempts += 1
+            ref = self.build_fn.remote(self.kind_ref, self.spec_ref, [i.params for i in chunk])
+            self.builds[ref] = (chunk, time.monotonic())
 
     def _dispatch_measures(self) -> None:
         assert self.pool is not None
         self.pool.poll_starting()
         while self.to_measure and self.pool.idle:
-            item = self.to_measure.popleft()
+            if self.to_measure[0].solo:
+                chunk = [self.to_measure.popleft()]
+            else:
+                chunk = []
+                while (
+                    self.to_measure
+                    and not self.to_measure[0].solo
+                    and len(chunk) < self.measure_chunk.size
+                ):
+                    chunk.append(self.to_measure.popleft())
             actor, options = self.pool.idle.popleft()
-            assert item.build is not None and item.build.built is not None
-            ref = actor.measure.remote(self.kind_ref, self.spec_ref, item.params, item.build.built)
-            self.measures[ref] = (item, actor, options, time.monotonic())
+            items = [(i.params, i.build.built) for i in chunk if i.build is not None]
+            ref = actor.measure_many.remote(self.kind_ref, self.spec_ref, items)
+            self.measures[ref] = (chunk, actor, options, time.monotonic())
 
     # -- results -----------------------------------------------------------------------
 
     def _record(
-        self, item: _Pending, outcome: Outcome | None, status: TrialStatus, error: str | None = None
+        self,
+        item: _Pending,
+        outcome: Outcome | None,
+        status: TrialStatus,
+        error: str | None = None,
     ) -> None:
         build = item.build
         latencies = outcome.latencies_s if outcome else None
+        measured = outcome is not None and outcome is not build
         extra = dict(build.info) if build else {}
-        if outcome is not None and outcome is not build:
+        if measured:
             extra.update(outcome.info)
         if item.errors:
             extra["earlier_attempts"] = item.errors
@@ -314,7 +361,7 @@ class _LoopState:
             status=status,
             latencies_s=latencies,
             build_s=build.seconds if build else None,
-            run_s=outcome.seconds if outcome is not None and outcome is not build else None,
+            run_s=outcome.seconds if measured else None,
             attempts=item.attempts,
             error=error if error is not None else (outcome.error if outcome else None),
             worker_node=outcome.node if outcome else None,
@@ -334,6 +381,20 @@ class _LoopState:
             Progress(len(self.done), self.strategy.total, self.ok, self.best, str(status))
         )
 
+    def _split(self, chunk: list[_Pending], phase: str, why: str) -> None:
+        """A chunk failed as a whole: rerun each member alone, charging none of them."""
+        (self.build_chunk if phase == "build" else self.measure_chunk).failed()
+        note = f"{phase} of a chunk of {len(chunk)} candidates lost ({why}); rerun alone"
+        log.warning("job %s: %s", self.runner.job_id, note)
+        for item in reversed(chunk):
+            item.solo = True
+            item.errors.append(note[:2000])
+            if phase == "build":
+                item.attempts -= 1  # dispatch counts it again
+                self.retry.appendleft(item)
+            else:
+                self.to_measure.appendleft(item)
+
     def _lost(self, item: _Pending, phase: str, exc: BaseException) -> None:
         """The worker process died under this candidate: try again, or give up."""
         message = f"{phase} worker died (attempt {item.attempts}): {type(exc).__name__}: {exc}"
@@ -350,58 +411,66 @@ class _LoopState:
 
     def _collect_builds(self, ready: set[Any]) -> None:
         now = time.monotonic()
-        limit = self.spec.measure.build_timeout_s + GRACE_S
-        for ref, (item, t0) in list(self.builds.items()):
+        for ref, (chunk, t0) in list(self.builds.items()):
+            limit = len(chunk) * self.spec.measure.build_timeout_s + GRACE_S
             if ref in ready:
                 del self.builds[ref]
                 try:
-                    outcome: Outcome = self.ray.get(ref)
+                    outcomes: list[Outcome] = self.ray.get(ref)
                 except Exception as exc:
-                    self._lost(item, "build", exc)
+                    if len(chunk) > 1:
+                        self._split(chunk, "build", f"worker died: {type(exc).__name__}")
+                    else:
+                        self._lost(chunk[0], "build", exc)
                     continue
-                if outcome.status != TrialStatus.built:
+                self.build_chunk.observe(outcomes)
+                for item, outcome in zip(chunk, outcomes, strict=True):
                     item.build = outcome
-                    self._record(item, outcome, outcome.status)
-                elif self.pool is None:  # build-only job
-                    item.build = outcome
-                    self._record(item, outcome, TrialStatus.built)
-                else:
-                    item.build = outcome
-                    self.to_measure.append(item)
+                    if outcome.status != TrialStatus.built or self.pool is None:
+                        self._record(item, outcome, outcome.status)
+                    else:
+                        self.to_measure.append(item)
             elif now - t0 > limit:
                 del self.builds[ref]
                 self.ray.cancel(ref, force=True)
+                if len(chunk) > 1:
+                    self._split(chunk, "build", "timeout")
+                    continue
                 self._record(
-                    item,
-                    None,
-                    TrialStatus.timeout,
+                    chunk[0], None, TrialStatus.timeout,
                     f"build exceeded {self.spec.measure.build_timeout_s:g} s; worker killed",
-                )
+                )  # fmt: skip
 
     def _collect_measures(self, ready: set[Any]) -> None:
         assert self.pool is not None
         now = time.monotonic()
-        limit = self.spec.measure.run_timeout_s + GRACE_S
-        for ref, (item, actor, options, t0) in list(self.measures.items()):
+        for ref, (chunk, actor, options, t0) in list(self.measures.items()):
+            limit = len(chunk) * self.spec.measure.run_timeout_s + GRACE_S
             if ref in ready:
                 del self.measures[ref]
                 try:
-                    outcome: Outcome = self.ray.get(ref)
+                    outcomes: list[Outcome] = self.ray.get(ref)
                 except Exception as exc:
                     self.pool.replace(actor, options)
-                    self._lost(item, "measure", exc)
+                    if len(chunk) > 1:
+                        self._split(chunk, "measure", f"worker died: {type(exc).__name__}")
+                    else:
+                        self._lost(chunk[0], "measure", exc)
                     continue
                 self.pool.idle.append((actor, options))
-                self._record(item, outcome, outcome.status)
+                self.measure_chunk.observe(outcomes)
+                for item, outcome in zip(chunk, outcomes, strict=True):
+                    self._record(item, outcome, outcome.status)
             elif now - t0 > limit:
                 del self.measures[ref]
                 self.pool.replace(actor, options)
+                if len(chunk) > 1:
+                    self._split(chunk, "measure", "timeout")
+                    continue
                 self._record(
-                    item,
-                    None,
-                    TrialStatus.timeout,
+                    chunk[0], None, TrialStatus.timeout,
                     f"run exceeded {self.spec.measure.run_timeout_s:g} s; worker killed",
-                )
+                )  # fmt: skip
 
     # -- the loop ----------------------------------------------------------------------
 

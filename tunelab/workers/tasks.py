@@ -53,8 +53,15 @@ def _failure(exc: BaseException) -> tuple[TrialStatus, str]:
     return TrialStatus.run_error, f"unexpected {type(exc).__name__}: {text[-_MAX_ERROR:]}"
 
 
+def build_candidates(
+    kind: JobKind, spec: JobSpec, params_list: list[dict[str, Any]]
+) -> list[Outcome]:
+    """Build a chunk of candidates one after another (a CPU task)."""
+    return [build_candidate(kind, spec, params) for params in params_list]
+
+
 def build_candidate(kind: JobKind, spec: JobSpec, params: dict[str, Any]) -> Outcome:
-    """Build one candidate (a CPU task)."""
+    """Build one candidate."""
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     try:
@@ -91,6 +98,12 @@ class MeasureWorker:
         from tunelab.workers.environment import llvm_host_cpu
 
         return {"node": self.node, "pid": os.getpid(), "mcpu": llvm_host_cpu(), **self.environment}
+
+    def measure_many(
+        self, kind: JobKind, spec: JobSpec, items: list[tuple[dict[str, Any], Built]]
+    ) -> list[Outcome]:
+        """Measure a chunk of built candidates one after another."""
+        return [self.measure(kind, spec, params, built) for params, built in items]
 
     def measure(
         self, kind: JobKind, spec: JobSpec, params: dict[str, Any], built: Built
