@@ -149,6 +149,12 @@ class MeasurePool:
                     f"{WORKER_START_TIMEOUT_S:.0f} s: does the cluster have room for it?"
                 )
 
+    def run_on_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on one (idle) measurement worker and return its result."""
+        self.wait_ready()
+        actor, _ = self.idle[0]
+        return self.ray.get(actor.call.remote(fn))
+
     def size(self) -> int:
         """How many measurement workers the pool keeps."""
         return self.n_workers
@@ -212,10 +218,8 @@ class JobRunner:
             return JobStatus.completed
 
         pool = None if spec.measure.build_only else MeasurePool(spec)
-        if pool is not None and spec.target.kind == "llvm" and spec.target.mcpu is None:
-            # Build for the CPU the measurements run on, not for whichever node builds.
-            mcpu = pool.wait_ready()[0]["mcpu"]
-            spec = spec.model_copy(update={"target": spec.target.model_copy(update={"mcpu": mcpu})})
+        if pool is not None:
+            spec = kind.resolve_spec(spec, pool.run_on_worker)
         state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
         try:
             return state.loop()

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -79,6 +80,12 @@ class JobKind(ABC):
 
     def validate_spec(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook
         """Raise ValueError for combinations the field validators cannot see."""
+
+    def resolve_spec(self, spec: JobSpec, on_worker: Callable[[Callable[[], Any]], Any]) -> JobSpec:
+        """Fill in what depends on the measurement workers (`on_worker(fn)` runs fn on one).
+
+        Runs on the driver once the workers are up, before anything is built."""
+        return spec
 
     def describe(self, workload: dict[str, Any]) -> str:
         """A short human label for a workload."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -92,12 +93,14 @@ class MeasureWorker:
         self.node = node_label()
 
     def describe(self) -> dict[str, Any]:
-        """Where this worker runs; `mcpu` is the LLVM name of its CPU."""
+        """Where this worker runs."""
         import os
 
-        from tunelab.workers.environment import llvm_host_cpu
+        return {"node": self.node, "pid": os.getpid(), **self.environment}
 
-        return {"node": self.node, "pid": os.getpid(), "mcpu": llvm_host_cpu(), **self.environment}
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` here: how a job kind asks about the machine that measures."""
+        return fn()
 
     def measure_many(
         self, kind: JobKind, spec: JobSpec, items: list[tuple[dict[str, Any], Built]]

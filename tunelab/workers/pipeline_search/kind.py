@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -187,6 +188,15 @@ class PipelineSearch(JobKind):
             )
         if not self.space(spec):
             raise ValueError("space: no candidate divides the workload's M, N and K")
+
+    def resolve_spec(self, spec: JobSpec, on_worker: Callable[[Callable[[], Any]], Any]) -> JobSpec:
+        """Build for the CPU the measurements run on, not for whichever node builds."""
+        if spec.target.kind != "llvm" or spec.target.mcpu is not None:
+            return spec
+        from tunelab.workers.environment import llvm_host_cpu
+
+        target = spec.target.model_copy(update={"mcpu": on_worker(llvm_host_cpu)})
+        return spec.model_copy(update={"target": target})
 
     def describe(self, workload: dict[str, Any]) -> str:
         wl = self.workload_model.model_validate(workload)
