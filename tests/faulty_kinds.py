@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,9 @@ from tunelab.workers.pipeline_search.kind import (
     measure_llvm,
 )
 
-Variant = Literal["good", "wrong", "hang", "crash_once", "crash_always", "build_error"]
+Variant = Literal[
+    "good", "wrong", "hang", "crash_once", "crash_always", "build_error", "build_hang"
+]
 
 
 class FaultyWorkload(GemmWorkload):
@@ -100,6 +103,9 @@ class FaultyGemm(PipelineSearch):
         variant = params["variant"]
         if variant == "build_error":
             raise BuildError("this candidate does not compile (on purpose)")
+        if variant == "build_hang":  # a compiler that never returns
+            while True:
+                time.sleep(0.1)
         if variant == "wrong":
             return Built(_export(wrong_gemm(wl.M, wl.N, wl.K, wl.dtype)))
         if variant == "hang":

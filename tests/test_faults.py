@@ -20,15 +20,15 @@ def test_every_failure_is_recorded_and_only_a_correct_kernel_wins(
         "kind": "faulty-gemm",
         "workload": {"M": 64, "N": 64, "K": 64, "marker_dir": str(tmp_path)},
         "space": {"variant": ["wrong", "good", "hang", "crash_once", "crash_always",
-                              "build_error"]},
-        "measure": {"repeats": 3, "run_timeout_s": 3, "max_attempts": 2},
+                              "build_error", "build_hang"]},
+        "measure": {"repeats": 3, "run_timeout_s": 3, "build_timeout_s": 10, "max_attempts": 2},
     })  # fmt: skip
     engine = get_engine(db_url)
     job_id = jobs.create_job(engine, spec)
     assert run_job(engine, job_id) == JobStatus.completed
 
     by_variant = {t.params["variant"]: t for t in jobs.trials(engine, job_id)}
-    assert len(by_variant) == 6
+    assert len(by_variant) == 7
     status = {v: t.status for v, t in by_variant.items()}
     assert status == {
         "wrong": "wrong_result",  # it ran and was fast, but computed the wrong answer
@@ -37,6 +37,7 @@ def test_every_failure_is_recorded_and_only_a_correct_kernel_wins(
         "crash_once": "ok",  # the worker died under it once; the retry succeeded
         "crash_always": "worker_lost",  # died on every one of max_attempts
         "build_error": "build_error",
+        "build_hang": "timeout",  # a build that never returns: its worker is killed
     }
     assert "max error" in by_variant["wrong"].error
     assert by_variant["wrong"].latency_median_s is None
@@ -51,9 +52,10 @@ def test_every_failure_is_recorded_and_only_a_correct_kernel_wins(
     assert by_variant["crash_always"].attempts == 2
     assert "measure worker died (attempt 2)" in by_variant["crash_always"].error
     assert "on purpose" in by_variant["build_error"].error
+    assert "build exceeded 10 s" in by_variant["build_hang"].error
 
     job = jobs.get_job(engine, job_id)
-    assert (job.n_done, job.n_ok, job.n_failed) == (6, 2, 4)
+    assert (job.n_done, job.n_ok, job.n_failed) == (7, 2, 5)
     assert job.best_trial_id in (by_variant["good"].id, by_variant["crash_once"].id)
     top = jobs.trials(engine, job_id, top=10)
     assert {t.params["variant"] for t in top} == {"good", "crash_once"}
