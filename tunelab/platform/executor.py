@@ -80,7 +80,13 @@ def connect_ray(address: str | None = None) -> None:
 
 
 class MeasurePool:
-    """Measurement workers, each measuring one candidate at a time under a deadline."""
+    """Measurement workers, each measuring one candidate at a time under a deadline.
+
+    On the CPU backend each worker is pinned to its node; a worker whose node has died is
+    not replaced (the pool shrinks and the job goes on with the nodes that are left).
+    """
+
+    NODE_CHECK_S = 1.0
 
     def __init__(self, spec: JobSpec) -> None:
         import ray
@@ -89,10 +95,15 @@ class MeasurePool:
         self.spec = spec
         self.cls = ray.remote(MeasureWorker)
         self.idle: deque[Any] = deque()
-        self.starting: dict[Any, tuple[Any, dict[str, Any], float]] = {}  # ready-ref -> actor
+        # ready-ref -> (actor, options, started at)
+        self.starting: dict[Any, tuple[Any, dict[str, Any], float]] = {}
         self.descriptions: list[dict[str, Any]] = []
+        self._alive: set[str] = set()
+        self._alive_at = 0.0
         placements = self._placements()
         self.n_workers = len(placements)
+        if not placements:
+            raise JobError("the Ray cluster has no node with a CPU for measurements")
         for options in placements:
             self._start(options)
 
@@ -118,18 +129,43 @@ class MeasurePool:
             for n in nodes
         ]
 
+    @staticmethod
+    def _node(options: dict[str, Any]) -> str | None:
+        strategy = options.get("scheduling_strategy")
+        return getattr(strategy, "node_id", None)
+
+    def _node_dead(self, options: dict[str, Any]) -> bool:
+        node = self._node(options)
+        if node is None:
+            return False
+        if time.monotonic() - self._alive_at > self.NODE_CHECK_S:
+            self._alive = {n["NodeID"] for n in self.ray.nodes() if n["Alive"]}
+            self._alive_at = time.monotonic()
+        return node not in self._alive
+
     def _start(self, options: dict[str, Any]) -> None:
         actor = self.cls.options(max_restarts=0, **options).remote()
         self.starting[actor.describe.remote()] = (actor, options, time.monotonic())
+
+    def _drop(self, options: dict[str, Any]) -> None:
+        self.n_workers -= 1
+        log.warning("node %s is gone: %d measurement workers left", self._node(options),
+                    self.n_workers)  # fmt: skip
+        if self.n_workers == 0:
+            raise JobError("every node with a measurement worker has died")
 
     def replace(self, actor: Any, options: dict[str, Any]) -> None:
         """Kill `actor` (if still alive) and start a fresh worker in its place."""
         with contextlib.suppress(Exception):  # already dead
             self.ray.kill(actor, no_restart=True)
-        self._start(options)
+        self._alive_at = 0.0  # a worker died: look at the nodes afresh
+        if self._node_dead(options):
+            self._drop(options)
+        else:
+            self._start(options)
 
     def poll_starting(self) -> None:
-        """Move workers that finished starting to the idle set."""
+        """Move workers that finished starting to the idle set; drop those of dead nodes."""
         if not self.starting:
             return
         ready, _ = self.ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
@@ -138,12 +174,17 @@ class MeasurePool:
             try:
                 self.descriptions.append(self.ray.get(ref))
                 self.idle.append((actor, options))
-            except Exception as exc:  # died while starting: try once more, later
+            except Exception as exc:  # died while starting
                 log.warning("measurement worker failed to start: %s", exc)
-                self._start(options)
+                self.replace(actor, options)
         now = time.monotonic()
-        for _actor, options, t0 in list(self.starting.values()):
-            if now - t0 > WORKER_START_TIMEOUT_S:
+        for ref, (actor, options, t0) in list(self.starting.items()):
+            if self._node_dead(options):
+                del self.starting[ref]
+                with contextlib.suppress(Exception):
+                    self.ray.kill(actor, no_restart=True)
+                self._drop(options)
+            elif now - t0 > WORKER_START_TIMEOUT_S:
                 raise JobError(
                     f"a measurement worker ({options}) did not start within "
                     f"{WORKER_START_TIMEOUT_S:.0f} s: does the cluster have room for it?"
@@ -278,8 +319,14 @@ class _LoopState:
         self.spec_ref = ray.put(spec)
         self.kind_ref = ray.put(kind)
         self.build_fn = ray.remote(num_cpus=1, max_retries=0)(build_candidates)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.build_slots = max(1, cpus - (pool.size() if pool else 0))
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        self.build_slots = cpus - (pool.size() if pool else 0)
+        if self.build_slots < 1:
+            raise JobError(
+                f"the Ray cluster has {cpus} CPUs and {pool.size() if pool else 0} measurement "
+                "workers (one CPU each): no CPU is left for builds; give worker nodes at "
+                "least 2 CPUs"
+            )
         self.exhausted = False
 
     # -- dispatch ----------------------------------------------------------------------

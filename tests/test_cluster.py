@@ -1,0 +1,114 @@
+"""The cluster without Docker, end to end: PostgreSQL, a Ray head and two workers on this
+machine; a real job submitted from outside; one worker killed mid-job; then all stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from sqlalchemy import func, select
+
+from tunelab.platform import cluster, jobs
+from tunelab.platform.kinds import candidate_key, get_kind
+from tunelab.platform.spec import parse_spec
+from tunelab.schema.db import get_engine
+from tunelab.schema.models import Trial
+
+SPEC = {
+    "name": "on-the-cluster",
+    "kind": "pipeline-search",
+    "workload": {"M": 64, "N": 64, "K": 64},
+    "space": {"tile_m": [16, 32], "tile_n": [32, 64], "tile_k": [16, 32], "micro_m": [2, 4],
+              "micro_n": [8], "stages": [1, 2]},
+    "measure": {"repeats": 3, "min_repeat_ms": 100},
+}  # fmt: skip
+
+
+def _cannot_start_postgres() -> str | None:
+    try:
+        cluster._pg_bin("initdb")
+    except cluster.ClusterError as exc:
+        return str(exc)
+    return None
+
+
+def _ours(state: cluster.ClusterState) -> list[psutil.Process]:
+    """Processes that belong to the cluster: Ray's under its temp dir, its PostgreSQL."""
+    marks = [state.temp_dir] + ([state.postgres_dir] if state.postgres_dir else [])
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if any(m in cmdline for m in marks):
+            found.append(proc)
+    return found
+
+
+def test_up_refuses_bad_sizes() -> None:
+    with pytest.raises(cluster.ClusterError, match="at least 2 CPUs"):
+        cluster.up(cpus_per_worker=1)
+    with pytest.raises(cluster.ClusterError, match="at least one worker"):
+        cluster.up(workers=0)
+    assert cluster.status() is None  # nothing was started or recorded
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_cannot_start_postgres() is not None, reason="no PostgreSQL server binaries")
+def test_cluster_runs_a_job_survives_a_lost_worker_and_stops_cleanly(tmp_path: Path) -> None:
+    state = cluster.up(workers=2, cpus_per_worker=2, dashboard=False)
+    try:
+        assert state.postgres_dir and ":" in state.ray_address
+        info = cluster.status()
+        assert info is not None and all(p["running"] for p in info["processes"])
+        roles = [p["role"] for p in info["processes"]]
+        assert roles == ["ray-head", "ray-cpu-worker-0", "ray-cpu-worker-1", "postgres"]
+
+        spec_path = tmp_path / "job.yaml"
+        spec_path.write_text(yaml.safe_dump(SPEC))
+        env = {**os.environ, **state.env()}  # a client outside the cluster
+        submit = subprocess.Popen(
+            [sys.executable, "-m", "tunelab.platform.cli", "submit", str(spec_path), "--wait"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        engine = get_engine(state.db_url)
+        deadline = time.monotonic() + 300
+        while True:
+            assert submit.poll() is None, submit.communicate()
+            assert time.monotonic() < deadline, "no trials recorded on both workers in time"
+            job_list = jobs.list_jobs(engine)
+            if job_list:
+                nodes = {t.worker_node for t in jobs.trials(engine, job_list[0].id)}
+                if len(nodes) == 2:
+                    break
+            time.sleep(0.5)
+        # Lose a worker node for good while the job runs: its whole process tree, SIGKILL.
+        victim = next(p for p in state.procs if p.role == "ray-cpu-worker-1")
+        tree = cluster._tree(victim)
+        for proc in tree:
+            proc.send_signal(signal.SIGKILL)
+        psutil.wait_procs(tree, timeout=10)
+
+        stdout, stderr = submit.communicate(timeout=600)
+        assert submit.returncode == 0, stderr[-3000:]
+        job_id = int(stdout.split()[0])
+        spec = parse_spec(SPEC)
+        space = {candidate_key(p) for p in get_kind(spec.kind).space(spec)}
+        trials = jobs.trials(engine, job_id)
+        assert {t.candidate for t in trials} == space  # nothing lost
+        with engine.connect() as conn:
+            n = conn.execute(select(func.count()).where(Trial.job_id == job_id)).scalar_one()
+        assert n == len(space) == 32  # nothing twice
+        assert {t.status for t in trials} == {"ok"}
+        assert len({t.worker_node for t in trials}) == 2  # both workers measured
+    finally:
+        stopped = cluster.down()
+    assert "ray-head" in stopped and "postgres" in stopped
+    assert cluster.status() is None
+    leftovers = _ours(state)
+    assert leftovers == [], [p.info["cmdline"] for p in leftovers]

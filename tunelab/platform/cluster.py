@@ -1,0 +1,372 @@
+"""A tunelab cluster on one machine without Docker: PostgreSQL, a Ray head, N Ray workers.
+
+Everything listens on loopback. Each Ray node is a `ray start --block` process in its own
+session; `down` stops exactly the process trees that `up` recorded (matched by pid and
+start time, so a reused pid is never touched) and nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from hashlib import sha1
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tunelab.config import data_dir
+
+HOST = "127.0.0.1"
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be brought up, or its state is not what was expected."""
+
+
+@dataclass
+class Proc:
+    role: str
+    pid: int
+    create_time: float
+    log: str
+    cmd: list[str]
+
+
+@dataclass
+class ClusterState:
+    """What `up` started, saved as JSON in the state directory."""
+
+    ray_address: str
+    dashboard_url: str
+    db_url: str
+    token_path: str
+    temp_dir: str
+    procs: list[Proc] = field(default_factory=list)
+    postgres_dir: str | None = None
+    postgres_user: str | None = None
+    simulated_gpus: bool = False
+    tunelab_dashboard_url: str | None = None
+
+    def env(self) -> dict[str, str]:
+        """Environment a client needs to submit to this cluster."""
+        return {
+            "RAY_ADDRESS": self.ray_address,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": self.token_path,
+            "TUNELAB_DB_URL": self.db_url,
+        }
+
+
+def state_dir() -> Path:
+    return data_dir() / "cluster"
+
+
+def _state_file(directory: Path) -> Path:
+    return directory / "state.json"
+
+
+def load_state(directory: Path | None = None) -> ClusterState | None:
+    path = _state_file(directory or state_dir())
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    raw["procs"] = [Proc(**p) for p in raw["procs"]]
+    return ClusterState(**raw)
+
+
+def _save(state: ClusterState, directory: Path) -> None:
+    _state_file(directory).write_text(json.dumps(asdict(state), indent=2))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _ray_bin() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
+
+
+def has_gpu() -> bool:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False
+    return subprocess.run([smi, "-L"], capture_output=True, check=False).returncode == 0
+
+
+def _spawn(role: str, cmd: list[str], env: dict[str, str], directory: Path) -> Proc:
+    log = directory / f"{role}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    return Proc(role, proc.pid, psutil.Process(proc.pid).create_time(), str(log), cmd)
+
+
+def _alive(p: Proc) -> psutil.Process | None:
+    try:
+        proc = psutil.Process(p.pid)
+        if abs(proc.create_time() - p.create_time) < 1e-3 and proc.status() != "zombie":
+            return proc
+    except psutil.Error:
+        pass
+    return None
+
+
+def _wait_nodes(state: ClusterState, n: int, timeout_s: float = 120) -> None:
+    """Wait until the head sees `n` alive nodes (head included)."""
+    env = {**os.environ, **state.env()}
+    code = (
+        "import ray, time, sys\n"
+        "ray.init(address=sys.argv[1], log_to_driver=False)\n"
+        f"deadline = time.time() + {timeout_s}\n"
+        "while sum(n['Alive'] for n in ray.nodes()) < int(sys.argv[2]):\n"
+        "    if time.time() > deadline: sys.exit(1)\n"
+        "    time.sleep(0.5)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, state.ray_address, str(n)],
+        env=env, capture_output=True, text=True, timeout=timeout_s + 60, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise ClusterError(f"the Ray nodes did not all join in {timeout_s:.0f} s:\n"
+                           f"{proc.stderr[-2000:]}")  # fmt: skip
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    raise ClusterError(f"{name} not found: install PostgreSQL's server, or pass --db URL")
+
+
+def _as_user(user: str | None, cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", user, "--", *cmd] if user else cmd
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        output = (proc.stderr or proc.stdout)[-2000:]
+        raise ClusterError(f"`{' '.join(cmd)}` failed:\n{output}")
+
+
+def start_postgres(directory: Path) -> tuple[str, str, str | None]:
+    """initdb + pg_ctl start on a free loopback port; returns (url, data dir, run-as user).
+
+    PostgreSQL refuses to run as root, so as root it runs as the `postgres` user, with its
+    data in a directory of its own under /tmp (it may not be able to reach `directory`)."""
+    user = "postgres" if os.geteuid() == 0 else None
+    if user:
+        pgdata = Path(tempfile.mkdtemp(prefix="tunelab-pg-"))
+        shutil.chown(pgdata, user)
+    else:
+        pgdata = directory / "postgres"
+        pgdata.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    _run(_as_user(user, [_pg_bin("initdb"), "-D", str(pgdata), "-A", "trust", "-U", "postgres"]))
+    opts = f"-p {port} -k {pgdata} -c listen_addresses={HOST}"
+    log = pgdata / "server.log"
+    _run(_as_user(user, [_pg_bin("pg_ctl"), "-D", str(pgdata), "-o", opts, "-l", str(log),
+                         "-w", "start"]))  # fmt: skip
+    return f"postgresql+psycopg://postgres@{HOST}:{port}/postgres", str(pgdata), user
+
+
+def stop_postgres(pgdata: str, user: str | None) -> None:
+    subprocess.run(
+        _as_user(user, [_pg_bin("pg_ctl"), "-D", pgdata, "-m", "fast", "-w", "stop"]),
+        capture_output=True, check=False,
+    )  # fmt: skip
+
+
+# -- up / down / status -------------------------------------------------------------------
+
+
+def up(
+    *,
+    workers: int = 2,
+    gpu_workers: int = 0,
+    cpus_per_worker: int = 2,
+    db_url: str | None = None,
+    dashboard: bool = True,
+    directory: Path | None = None,
+) -> ClusterState:
+    """Start PostgreSQL (unless `db_url`), a Ray head with no work on it, `workers` CPU
+    workers and `gpu_workers` GPU workers (simulated with `--num-gpus` where this machine
+    has no GPU), and the tunelab dashboard when it is installed."""
+    if cpus_per_worker < 2:
+        raise ClusterError("a worker needs at least 2 CPUs: one measures while others build")
+    if workers + gpu_workers < 1:
+        raise ClusterError("a cluster needs at least one worker")
+    directory = directory or state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = load_state(directory)
+    if existing and any(_alive(p) for p in existing.procs):
+        raise ClusterError(f"a cluster from {directory} is already up: `tunelab cluster down`")
+    for stale in directory.glob("*.log"):
+        stale.unlink()
+
+    token_path = directory / "ray-token"
+    if not token_path.exists():
+        token_path.write_text(os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32))
+    token_path.chmod(0o600)
+    # Ray's sockets live under temp_dir: keep it short (socket paths are length-limited)
+    # and apart from /tmp/ray, so that local `ray.init()`s never join this cluster.
+    temp_dir = f"/tmp/tunelab-ray-{sha1(str(directory).encode()).hexdigest()[:8]}"
+    port, dash_port = free_port(), free_port()
+    state = ClusterState(
+        ray_address=f"{HOST}:{port}",
+        dashboard_url=f"http://{HOST}:{dash_port}",
+        db_url="",
+        token_path=str(token_path),
+        temp_dir=temp_dir,
+    )
+    try:
+        if db_url:
+            state.db_url = db_url
+        else:
+            state.db_url, state.postgres_dir, state.postgres_user = start_postgres(directory)
+        _save(state, directory)
+        from tunelab.schema.db import get_engine
+
+        get_engine(state.db_url)  # reachable, and migrated before any job starts
+
+        env = {**os.environ, **state.env()}
+        env.pop("RAY_ADDRESS")  # `ray start` takes the address as an argument
+        ray = _ray_bin()
+        # Ray maps loopback to this machine's own address; nothing leaves the machine.
+        common = ["--block", "--temp-dir", temp_dir, "--disable-usage-stats"]
+        head = [ray, "start", "--head", "--port", str(port), "--num-cpus", "0",
+                "--num-gpus", "0", "--include-dashboard", "true", "--dashboard-host", HOST,
+                "--dashboard-port", str(dash_port), *common]  # fmt: skip
+        state.procs.append(_spawn("ray-head", head, env, directory))
+        _save(state, directory)
+        _wait_nodes(state, 1)
+        state.simulated_gpus = gpu_workers > 0 and not has_gpu()
+        for i in range(workers + gpu_workers):
+            gpu = i >= workers
+            cmd = [ray, "start", "--address", state.ray_address,
+                   "--num-cpus", str(cpus_per_worker), *common]  # fmt: skip
+            if gpu:
+                cmd += ["--num-gpus", "1"]
+                if state.simulated_gpus:
+                    cmd += ["--resources", json.dumps({"simulated_gpu": 1})]
+            role = f"ray-{'gpu' if gpu else 'cpu'}-worker-{i}"
+            state.procs.append(_spawn(role, cmd, env, directory))
+            _save(state, directory)
+            # One at a time: several raylets starting together can starve a small machine.
+            _wait_nodes(state, 2 + i)
+        if dashboard and _dashboard_available():
+            dport = free_port()
+            cmd = [sys.executable, "-m", "tunelab.platform.cli", "dashboard", "--db",
+                   state.db_url, "--port", str(dport)]  # fmt: skip
+            state.procs.append(_spawn("dashboard", cmd, env, directory))
+            state.tunelab_dashboard_url = f"http://{HOST}:{dport}"
+        _save(state, directory)
+    except BaseException:
+        down(directory)
+        raise
+    return state
+
+
+def _dashboard_available() -> bool:
+    import importlib.util
+
+    return (
+        importlib.util.find_spec("streamlit") is not None
+        and (Path(__file__).parent.parent / "dashboard" / "app.py").exists()
+    )
+
+
+def _tree(p: Proc) -> list[psutil.Process]:
+    root = _alive(p)
+    if root is None:
+        return []
+    with contextlib.suppress(psutil.Error):
+        return [root, *root.children(recursive=True)]
+    return [root]
+
+
+def down(directory: Path | None = None, timeout_s: float = 20) -> list[str]:
+    """Stop every process `up` started, and PostgreSQL if it started one. Returns the roles
+    that were still running."""
+    directory = directory or state_dir()
+    state = load_state(directory)
+    if state is None:
+        return []
+    stopped: list[str] = []
+    victims: list[psutil.Process] = []
+    for p in reversed(state.procs):  # workers and dashboard first, the head last
+        tree = _tree(p)
+        if tree:
+            stopped.append(p.role)
+            victims += tree
+    for proc in victims:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
+    _, remaining = psutil.wait_procs(victims, timeout=timeout_s)
+    for proc in remaining:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(remaining, timeout=5)
+    if state.postgres_dir:
+        stop_postgres(state.postgres_dir, state.postgres_user)
+        stopped.append("postgres")
+        shutil.rmtree(state.postgres_dir, ignore_errors=True)
+    shutil.rmtree(state.temp_dir, ignore_errors=True)
+    _state_file(directory).unlink()
+    return stopped
+
+
+def status(directory: Path | None = None) -> dict[str, Any] | None:
+    """Each started process and whether it still runs, plus the addresses to use."""
+    state = load_state(directory)
+    if state is None:
+        return None
+    return {
+        "ray_address": state.ray_address,
+        "ray_dashboard": state.dashboard_url,
+        "tunelab_dashboard": state.tunelab_dashboard_url,
+        "db_url": state.db_url,
+        "simulated_gpus": state.simulated_gpus,
+        "processes": [
+            {"role": p.role, "pid": p.pid, "running": _alive(p) is not None, "log": p.log}
+            for p in state.procs
+        ]
+        + (
+            [
+                {
+                    "role": "postgres",
+                    "pid": None,
+                    "running": _postgres_running(state),
+                    "log": state.postgres_dir,
+                }
+            ]
+            if state.postgres_dir
+            else []
+        ),
+    }
+
+
+def _postgres_running(state: ClusterState) -> bool:
+    assert state.postgres_dir is not None
+    cmd = _as_user(state.postgres_user, [_pg_bin("pg_ctl"), "-D", state.postgres_dir, "status"])
+    return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
