@@ -318,7 +318,11 @@ class _LoopState:
         self.best: float | None = None
         self.spec_ref = ray.put(spec)
         self.kind_ref = ray.put(kind)
-        self.build_fn = ray.remote(num_cpus=1, max_retries=0)(build_candidates)
+        build_options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
+        if spec.target.kind == "cuda" and ray.cluster_resources().get("nvcc"):
+            # Nodes with the CUDA toolkit say so with an `nvcc` resource: build there.
+            build_options["resources"] = {"nvcc": 1}
+        self.build_fn = ray.remote(**build_options)(build_candidates)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         self.build_slots = cpus - (pool.size() if pool else 0)
         if self.build_slots < 1:
