@@ -106,6 +106,22 @@ def test_cluster_runs_a_job_survives_a_lost_worker_and_stops_cleanly(tmp_path: P
         assert n == len(space) == 32  # nothing twice
         assert {t.status for t in trials} == {"ok"}
         assert len({t.worker_node for t in trials}) == 2  # both workers measured
+
+        # The Jobs API route: the client needs only the Ray dashboard URL and the token.
+        small = {**SPEC, "name": "via-jobs-api", "space": {**SPEC["space"], "tile_m": [16],
+                 "tile_n": [32], "tile_k": [16], "micro_m": [2]}}  # fmt: skip
+        spec_path.write_text(yaml.safe_dump(small))
+        client_env = {k: v for k, v in env.items() if k not in ("TUNELAB_DB_URL", "RAY_ADDRESS")}
+        via_api = subprocess.run(
+            [sys.executable, "-m", "tunelab.platform.cli", "submit", str(spec_path), "--wait",
+             "--jobs-api", state.dashboard_url],
+            env=client_env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert via_api.returncode == 0, via_api.stderr[-3000:]
+        assert via_api.stdout.strip().startswith("tunelab-via-jobs-api-")
+        assert "SUCCEEDED" in via_api.stderr and "Best 2 trials" in via_api.stderr
+        recorded = [j for j in jobs.list_jobs(engine) if j.name == "via-jobs-api"]
+        assert [(j.status, j.n_done) for j in recorded] == [("completed", 2)]
     finally:
         stopped = cluster.down()
     assert "ray-head" in stopped and "postgres" in stopped

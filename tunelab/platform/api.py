@@ -209,3 +209,49 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
             writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
             n += len(chunk)
     return n
+
+
+TERMINAL_RAY_JOB_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def submit_to_cluster(
+    spec: JobSpec | dict[str, Any] | str | Path,
+    jobs_api: str,
+    *,
+    wait: bool = True,
+    echo: Callable[[str], None] | None = None,
+    poll_s: float = 1.0,
+) -> tuple[str, str]:
+    """Submit a job through a cluster's Ray Jobs API (the Ray dashboard's address).
+
+    The spec is validated here; the job is recorded and driven inside the cluster, on
+    the database the cluster is configured with. Returns (submission id, Ray job state);
+    with `wait`, follows the job's log through `echo` until it ends.
+    """
+    import re
+    import time
+    import uuid
+
+    from ray.job_submission import JobSubmissionClient
+
+    job_spec = as_spec(spec)
+    client = JobSubmissionClient(jobs_api)
+    slug = re.sub(r"[^a-z0-9]+", "-", job_spec.name.lower()).strip("-")[:40] or "job"
+    submission_id = f"tunelab-{slug}-{uuid.uuid4().hex[:8]}"
+    client.submit_job(
+        entrypoint="tunelab run-spec",
+        submission_id=submission_id,
+        runtime_env={"env_vars": {"TUNELAB_SPEC_JSON": job_spec.model_dump_json()}},
+    )
+    if not wait:
+        return submission_id, str(client.get_job_status(submission_id))
+    shown = 0
+    while True:
+        state = str(client.get_job_status(submission_id))
+        logs = client.get_job_logs(submission_id)
+        if echo and len(logs) > shown:
+            echo(logs[shown:])
+            shown = len(logs)
+        if state in TERMINAL_RAY_JOB_STATES:
+            return submission_id, state
+        time.sleep(poll_s)

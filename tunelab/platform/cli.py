@@ -212,12 +212,26 @@ def submit(
     ] = False,
     db: DbOpt = None,
     ray: RayOpt = None,
+    jobs_api: Annotated[
+        str | None,
+        typer.Option(
+            "--jobs-api",
+            help="Submit to a cluster through its Ray Jobs API (the Ray dashboard URL, e.g. "
+            "http://127.0.0.1:8265); the job then uses the cluster's database. Prints the "
+            "Ray submission id.",
+        ),
+    ] = None,
 ) -> None:
     """Validate SPEC, record it as a job and run it; prints the job id.
 
     An invalid spec is refused (exit 2) before anything is written.
     """
     job_spec = _guard(lambda: api.as_spec(spec))
+    if jobs_api:
+        if db or ray:
+            _fail(Exit.BAD_INPUT, "--jobs-api runs the job in the cluster: drop --db and --ray")
+        _submit_to_cluster(job_spec, jobs_api, wait)
+        return
     if not wait:
         job_id = _guard(lambda: api.submit(job_spec, wait=False, db=db, ray_address=ray))
         out.print(job_id)
@@ -235,6 +249,42 @@ def submit(
     )
     _summary(job_id, db)
     _exit_for(api.get_job(job_id, db=db).status)
+
+
+def _submit_to_cluster(job_spec: Any, url: str, wait: bool) -> None:
+    try:
+        sid, state = api.submit_to_cluster(
+            job_spec, url, wait=wait, echo=lambda text: err.out(text, end="", highlight=False)
+        )
+    except Exception as exc:  # connection refused, bad token, ...
+        _fail(Exit.DB_UNREACHABLE, f"cannot submit through the Jobs API at {url}: {exc}")
+    out.print(sid)
+    if not wait:
+        err.print(f"submitted; follow it with `ray job logs --address {url} -f {sid}`")
+        return
+    code = {"SUCCEEDED": Exit.OK, "STOPPED": Exit.CANCELLED}.get(state, Exit.JOB_FAILED)
+    err.print(f"Ray job {sid}: {state}")
+    raise typer.Exit(int(code))
+
+
+@app.command("run-spec", hidden=True)
+def run_spec(ray: RayOpt = None) -> None:
+    """Record and run the spec in TUNELAB_SPEC_JSON (what --jobs-api runs in the cluster)."""
+    import os
+
+    from tunelab.platform.jobs import create_job
+    from tunelab.platform.spec import parse_spec
+
+    raw = os.environ.get("TUNELAB_SPEC_JSON")
+    if not raw:
+        _fail(Exit.BAD_INPUT, "TUNELAB_SPEC_JSON is not set")
+    job_spec = _guard(lambda: parse_spec(json.loads(raw), "TUNELAB_SPEC_JSON"))
+    engine = _guard(lambda: get_engine(None))
+    job_id = _guard(lambda: create_job(engine, job_spec))
+    out.print(f"tunelab job {job_id}")
+    _guard(lambda: api.resume(job_id, ray_address=ray))
+    _summary(job_id, None)
+    _exit_for(api.get_job(job_id).status)
 
 
 @app.command(epilog=EXIT_HELP)

@@ -251,6 +251,8 @@ def up(
 
         env = {**os.environ, **state.env()}
         env.pop("RAY_ADDRESS")  # `ray start` takes the address as an argument
+        # Job entrypoints (`tunelab run-spec`) run under the nodes' PATH: this tunelab first.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         ray = _ray_bin()
         # Ray maps loopback to this machine's own address; nothing leaves the machine.
         common = ["--block", "--temp-dir", temp_dir, "--disable-usage-stats"]
