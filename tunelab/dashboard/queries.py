@@ -149,11 +149,6 @@ def get_job(engine: Engine, job_id: int) -> JobRow | None:
     return _job_row(r, datetime.now(UTC)) if r else None
 
 
-def any_running(jobs: Sequence[JobRow]) -> bool:
-    """Whether the page should keep refreshing."""
-    return any(j.status in (JobStatus.running, JobStatus.pending) for j in jobs)
-
-
 def status_counts(engine: Engine, job_id: int) -> dict[str, int]:
     """Trials of a job by status (served by the (job_id, status, latency) index)."""
     with engine.connect() as conn:
@@ -216,10 +211,12 @@ class CurvePoint:
 
 def best_so_far(engine: Engine, job_ids: Sequence[int]) -> dict[int, list[CurvePoint]]:
     """Best-so-far latency against trial number, per job: only the points where the best
-    improves, plus each job's last trial (a step curve; a few dozen points per job)."""
+    improves, plus each job's last trial (a step curve; a few dozen points per job).
+    Baseline trials (`extra.baseline`) count as trials but not as search results."""
     if not job_ids:
         return {}
-    lat = case((Trial.status == OK, Trial.latency_median_s))
+    searched = and_(Trial.status == OK, Trial.extra["baseline"].as_string().is_(None))
+    lat = case((searched, Trial.latency_median_s))
     numbered = (
         select(
             Trial.job_id,

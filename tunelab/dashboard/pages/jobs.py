@@ -53,7 +53,12 @@ def render(engine: Engine) -> None:
     page = 1
     if pages > 1:
         page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="page"))
-    live = queries.any_running(queries.list_jobs(engine, statuses=("running", "pending"))[0])
+    # Refresh while a job this view shows is pending or running.
+    live_statuses = [s for s in ("pending", "running") if not status_sel or s in status_sel]
+    live = (
+        bool(live_statuses)
+        and queries.list_jobs(engine, kinds=kind_sel, statuses=live_statuses, limit=0)[1] > 0
+    )
     every = common.refresh_seconds() if live else None
 
     @st.fragment(run_every=every)
