@@ -112,7 +112,7 @@ def app(url: str, monkeypatch: pytest.MonkeyPatch, page: str | None = None, **qu
     for k, v in query.items():
         at.query_params[k] = str(v)
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.message for e in at.exception]
     return at
 
@@ -271,7 +271,8 @@ def test_job_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app(db_url, monkeypatch, "job", job=ids["alpha"])
     m = metrics(at)
     assert m["trials"] == "8/8" and m["ok"] == "5" and m["best"] == "1.000 ms"
-    assert m["trials to 99% of best"] == "6" and m["status"] == "completed"
+    assert m["trials to 99% of best"] == "6" and m["failed"] == "3"
+    assert "**completed**" in texts(at)
     curve, statuses = figures(at)
     (line,) = curve["data"]
     assert line["x"] == [2, 3, 6, 8] and line["y"] == pytest.approx([3.0, 2.0, 1.0, 1.0])

@@ -3,8 +3,9 @@ pages without editing any other.
 
 A page is a script module with a module-level `PAGE = Page(...)` and a guarded
 `if __name__ == "__main__": run(render)` (Streamlit runs page scripts as `__main__`;
-importing one only reads its `PAGE`). Built-in pages live in `tunelab/dashboard/pages/`
-and are found by listing that package; a plug-in (e.g. a future `rl-train` kind) ships
+importing one only reads its `PAGE`). Built-in pages live in `tunelab/dashboard/views/`
+(not `pages/`: Streamlit would take a `pages/` folder beside the app for its legacy
+file-name navigation) and are found by listing that package; a plug-in (e.g. a future `rl-train` kind) ships
 its own modules and names them under the `tunelab.dashboard_pages` entry-point group.
 """
 
@@ -52,7 +53,7 @@ def _page_of(module_name: str) -> Page | None:
 
 def discover() -> list[Page]:
     """Built-in pages and those plug-ins name under `tunelab.dashboard_pages`, in order."""
-    from tunelab.dashboard import pages as builtin
+    from tunelab.dashboard import views as builtin
 
     names = [f"{builtin.__name__}.{m.name}" for m in pkgutil.iter_modules(builtin.__path__)]
     names += [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)]

@@ -270,9 +270,9 @@ def seed_demo(engine: Engine) -> list[int]:
     rows = list(synthetic_trials(job, 200, seed=7, base_s=4e-4, predicted=False,
                                  environment_id=gpu))  # fmt: skip
     rows += [
-        trial(job, 200, {"stages": 1}, TrialStatus.ok, 3.1e-4, extra={"baseline": "torch"},
+        trial(job, 200, {"stages": 1}, TrialStatus.ok, 1.25e-4, extra={"baseline": "torch"},
               environment_id=gpu),
-        trial(job, 201, {"stages": 1}, TrialStatus.ok, 3.3e-4, extra={"baseline": "cublas"},
+        trial(job, 201, {"stages": 1}, TrialStatus.ok, 1.2e-4, extra={"baseline": "cublas"},
               environment_id=gpu),
     ]  # fmt: skip
     insert_trials(engine, rows)

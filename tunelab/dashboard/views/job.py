@@ -58,12 +58,19 @@ def render(engine: Engine) -> None:
         return
     job = picked[0]
     others, _ = queries.list_jobs(engine, limit=500)
+    options = [j.id for j in others if j.id != job.id]
+    asked = str(st.query_params.get("compare", "")).split(",")
     compare = st.multiselect(
         "Compare with (one line per job and strategy)",
-        [j.id for j in others if j.id != job.id],
+        options,
+        default=[i for i in options if str(i) in asked],
         format_func=lambda i: next(j.label for j in others if j.id == i),
         key="compare",
     )
+    if compare:
+        st.query_params["compare"] = ",".join(map(str, compare))
+    elif "compare" in st.query_params:
+        del st.query_params["compare"]
     every = common.refresh_seconds() if job.status in ("running", "pending") else None
 
     @st.fragment(run_every=every)
@@ -71,17 +78,17 @@ def render(engine: Engine) -> None:
         j = queries.get_job(engine, job.id) or job
         st.subheader(f"{j.name}")
         st.caption(
-            f"job {j.id} · {j.kind} · {j.target} · {j.workload} · strategy {j.strategy} · "
-            f"created {common.age(j.created_at)}"
+            f"job {j.id} · **{j.status}** · {j.kind} · {j.target} · {j.workload} · "
+            f"strategy {j.strategy} · created {common.age(j.created_at)}"
         )
         counts = queries.status_counts(engine, j.id)
         ids = [j.id, *compare]
         curves = queries.best_so_far(engine, ids)
         reach = queries.trials_to_reach(curves[j.id])
         cols = st.columns(5)
-        cols[0].metric("status", j.status)
-        cols[1].metric("trials", f"{j.n_done}/{j.n_planned}")
-        cols[2].metric("ok", counts.get("ok", 0))
+        cols[0].metric("trials", f"{j.n_done}/{j.n_planned}")
+        cols[1].metric("ok", counts.get("ok", 0))
+        cols[2].metric("failed", sum(n for s, n in counts.items() if s != "ok"))
         cols[3].metric("best", common.fmt_s(j.best_latency_s))
         cols[4].metric("trials to 99% of best", reach if reach is not None else "-")
         if j.error:

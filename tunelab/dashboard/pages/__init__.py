@@ -1,1 +1,0 @@
-"""Built-in dashboard pages; every module here with a `PAGE` is listed (see registry)."""
