@@ -5,8 +5,9 @@ A page is a script module with a module-level `PAGE = Page(...)` and a guarded
 `if __name__ == "__main__": run(render)` (Streamlit runs page scripts as `__main__`;
 importing one only reads its `PAGE`). Built-in pages live in `tunelab/dashboard/views/`
 (not `pages/`: Streamlit would take a `pages/` folder beside the app for its legacy
-file-name navigation) and are found by listing that package; a plug-in (e.g. a future `rl-train` kind) ships
-its own modules and names them under the `tunelab.dashboard_pages` entry-point group.
+file-name navigation) and are found by listing that package; a plug-in (e.g. a future
+`rl-train` kind) ships its own modules and names them under the `tunelab.dashboard_pages`
+entry-point group, e.g. `rl-curves = "tunelab_rl.dashboard.curves"`.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def latency_figure(rows: list[queries.SpeedupRow]) -> go.Figure:
         fig.add_trace(
             go.Bar(
                 x=x, y=rel, name=name,
-                text=[common.fmt_s(v) if v is not None else None for v in values], textposition="outside",
+                text=[None if v is None else common.fmt_s(v) for v in values],
+                textposition="outside",
             )
         )  # fmt: skip
     fig.update_layout(
