@@ -43,7 +43,8 @@ def _postgres_readonly(url: str) -> Engine:
         max_overflow=4,
         connect_args={
             "connect_timeout": 5,
-            "options": "-c default_transaction_read_only=on -c statement_timeout=60000",
+            "options": "-c default_transaction_read_only=on -c statement_timeout=60000 "
+            "-c work_mem=64MB",
         },
     )
 

@@ -23,10 +23,8 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    distinct,
     func,
     literal,
-    or_,
     select,
 )
 
@@ -210,51 +208,47 @@ class CurvePoint:
 
 
 def best_so_far(engine: Engine, job_ids: Sequence[int]) -> dict[int, list[CurvePoint]]:
-    """Best-so-far latency against trial number, per job: only the points where the best
-    improves, plus each job's last trial (a step curve; a few dozen points per job).
-    Baseline trials (`extra.baseline`) count as trials but not as search results."""
+    """Best-so-far latency against trial number, per job: only the trials that set a new
+    best, plus each job's last trial (a step curve; a few dozen points per job).
+
+    One window pass (trial number and running minimum share a window ordered by id).
+    Baseline trials (`extra.baseline`) count as trials but not as search results.
+    """
     if not job_ids:
         return {}
     searched = and_(Trial.status == OK, Trial.extra["baseline"].as_string().is_(None))
     lat = case((searched, Trial.latency_median_s))
-    numbered = (
+    win = {"partition_by": Trial.job_id, "order_by": Trial.id}
+    running = (
         select(
-            Trial.job_id,
-            func.row_number().over(partition_by=Trial.job_id, order_by=Trial.id).label("n"),
+            Trial.job_id.label("job_id"),
+            func.row_number().over(**win).label("n"),
             lat.label("lat"),
+            func.min(lat).over(**win, rows=(None, 0)).label("best"),
         )
         .where(Trial.job_id.in_(list(job_ids)))
         .subquery()
     )
-    running = select(
-        numbered.c.job_id,
-        numbered.c.n,
-        func.min(numbered.c.lat)
-        .over(partition_by=numbered.c.job_id, order_by=numbered.c.n, rows=(None, 0))
-        .label("best"),
-        func.max(numbered.c.n).over(partition_by=numbered.c.job_id).label("last"),
-    ).subquery()
-    steps = select(
-        running.c.job_id,
-        running.c.n,
-        running.c.best,
-        running.c.last,
-        func.lag(running.c.best)
-        .over(partition_by=running.c.job_id, order_by=running.c.n)
-        .label("prev"),
-    ).subquery()
     stmt = (
-        select(steps.c.job_id, steps.c.n, steps.c.best)
-        .where(
-            steps.c.best.is_not(None),
-            or_(steps.c.prev.is_(None), steps.c.best < steps.c.prev, steps.c.n == steps.c.last),
-        )
-        .order_by(steps.c.job_id, steps.c.n)
+        select(running.c.job_id, running.c.n, running.c.best)
+        .where(running.c.lat == running.c.best)  # this trial set (or equalled) the best
+        .order_by(running.c.job_id, running.c.n)
+    )
+    totals = (
+        select(Trial.job_id, func.count())
+        .where(Trial.job_id.in_(list(job_ids)))
+        .group_by(Trial.job_id)
     )
     out: dict[int, list[CurvePoint]] = {j: [] for j in job_ids}
     with engine.connect() as conn:
         for job_id, n, best in conn.execute(stmt):
-            out[job_id].append(CurvePoint(job_id, n, best))
+            points = out[job_id]
+            if not points or best < points[-1].best_s:
+                points.append(CurvePoint(job_id, n, best))
+        for job_id, total in conn.execute(totals):
+            points = out[job_id]
+            if points and points[-1].n < total:
+                points.append(CurvePoint(job_id, total, points[-1].best_s))
     return out
 
 
@@ -293,6 +287,7 @@ class ModelReport:
     overall: ModelMetrics | None
     windows: list[ModelMetrics] = field(default_factory=list)
     by: str = "window"
+    sample_step: int = 1  # > 1: rho and windows computed on every sample_step-th trial
 
 
 def _pearson(n: int, sx: float, sy: float, sxx: float, syy: float, sxy: float) -> float | None:
@@ -303,42 +298,47 @@ def _pearson(n: int, sx: float, sy: float, sxx: float, syy: float, sxy: float) -
     return (n * sxy - sx * sy) / math.sqrt(vx * vy)
 
 
-def _metric_stmt(job_id: int, k: int, group: Any) -> Select[Any]:
+# Above this many predicted trials, Spearman's rho and the per-window metrics are
+# computed on an evenly spread sample of about this many (the page says so).
+EXACT_LIMIT = 50_000
+
+
+def _predicted(job_id: int) -> list[Any]:
+    return [
+        Trial.job_id == job_id,
+        Trial.status == OK,
+        Trial.predicted_cost.is_not(None),
+        Trial.latency_median_s.is_not(None),
+    ]
+
+
+def _metric_stmt(job_id: int, k: int, group: Any, step: int) -> Select[Any]:
     """Per group: n, sums for Pearson's r over average ranks (= Spearman's rho with ties),
-    top-k recall and MAPE, all over ok trials with both a prediction and a measurement."""
+    top-k recall and MAPE, over ok trials with both a prediction and a measurement
+    (every `step`-th trial by id when step > 1)."""
     pred, meas = Trial.predicted_cost, Trial.latency_median_s
+    conds = _predicted(job_id)
+    if step > 1:
+        conds.append(Trial.id % step == 0)
     base = (
-        select(
-            group.label("g"),
-            Trial.id.label("id"),
-            pred.label("pred"),
-            meas.label("meas"),
-        )
-        .where(Trial.job_id == job_id, Trial.status == OK, pred.is_not(None), meas.is_not(None))
+        select(group.label("g"), Trial.id.label("id"), pred.label("pred"), meas.label("meas"))
+        .where(*conds)
         .subquery()
     )
 
-    def avg_rank(col: Any) -> Any:
-        # (1 + #smaller + #smaller-or-equal) / 2: the average rank among ties
+    def ranks(col: Any) -> tuple[Any, Any]:
+        # Average rank among ties, (1 + #smaller + #smaller-or-equal) / 2, and a position
+        # (row_number) for top-k; both over one window so the rows are sorted once.
+        w = {"partition_by": base.c.g, "order_by": col}
         n = func.count().over(partition_by=base.c.g)
-        r = func.rank().over(partition_by=base.c.g, order_by=col)
-        cd = func.cume_dist().over(partition_by=base.c.g, order_by=col)
-        return (cast(r, Float) + cd * n) / 2.0
+        avg = (cast(func.rank().over(**w), Float) + func.cume_dist().over(**w) * n) / 2.0
+        return avg, func.row_number().over(**w)
 
+    (rp, op), (rm, om) = ranks(base.c.pred), ranks(base.c.meas)
     ranked = select(
-        base.c.g,
-        base.c.id,
-        base.c.pred,
-        base.c.meas,
-        avg_rank(base.c.pred).label("rp"),
-        avg_rank(base.c.meas).label("rm"),
-        func.row_number()
-        .over(partition_by=base.c.g, order_by=(base.c.pred, base.c.id))
-        .label("op"),
-        func.row_number()
-        .over(partition_by=base.c.g, order_by=(base.c.meas, base.c.id))
-        .label("om"),
-    ).subquery()
+        base.c.g, base.c.id, base.c.pred, base.c.meas,
+        rp.label("rp"), rm.label("rm"), op.label("op"), om.label("om"),
+    ).subquery()  # fmt: skip
     rp, rm = ranked.c.rp, ranked.c.rm
     return (
         select(
@@ -367,20 +367,32 @@ def _metrics(label: str, row: Any, k: int) -> ModelMetrics:
         spearman=_pearson(n, *row[2:7]),
         topk_recall=row[7] / min(k, n) if n else None,
         mape_pct=row[8] * 100.0 if row[8] is not None else None,
+        first_trial=row[9],
+        last_trial=row[10],
     )
 
 
 def n_predicted(engine: Engine, job_id: int) -> int:
     """How many ok trials of a job have both a prediction and a measurement."""
     with engine.connect() as conn:
-        return conn.execute(
-            select(func.count()).where(
-                Trial.job_id == job_id,
-                Trial.status == OK,
-                Trial.predicted_cost.is_not(None),
-                Trial.latency_median_s.is_not(None),
-            )
-        ).scalar_one()
+        return conn.execute(select(func.count()).where(*_predicted(job_id))).scalar_one()
+
+
+def _exact_topk_recall(conn: Any, job_id: int, k: int) -> float | None:
+    """Of the k fastest measured trials, the share among the k predicted fastest (two
+    LIMIT k queries: the measured side walks the (job, status, latency) index)."""
+    conds = _predicted(job_id)
+    measured = set(
+        conn.execute(
+            select(Trial.id).where(*conds).order_by(Trial.latency_median_s, Trial.id).limit(k)
+        ).scalars()
+    )
+    predicted = set(
+        conn.execute(
+            select(Trial.id).where(*conds).order_by(Trial.predicted_cost, Trial.id).limit(k)
+        ).scalars()
+    )
+    return len(measured & predicted) / len(measured) if measured else None
 
 
 def model_report(engine: Engine, job_id: int, *, k: int = 10, windows: int = 8) -> ModelReport:
@@ -389,57 +401,67 @@ def model_report(engine: Engine, job_id: int, *, k: int = 10, windows: int = 8) 
 
     A model version is `extra.model_version` when trials record it (the model retrained
     between versions); otherwise the job's predicted trials are cut, in recording order,
-    into `windows` equal windows.
+    into `windows` equal windows. Over the whole job, n, top-k recall and MAPE are always
+    exact; with more than EXACT_LIMIT predicted trials, Spearman's rho and the per-window
+    metrics come from every `sample_step`-th trial (by id).
     """
     with engine.connect() as conn:
-        overall_row = conn.execute(_metric_stmt(job_id, k, literal(0))).first()
-        if overall_row is None:
+        n, mape = conn.execute(
+            select(
+                func.count(),
+                func.avg(
+                    func.abs(Trial.predicted_cost - Trial.latency_median_s) / Trial.latency_median_s
+                ),
+            ).where(*_predicted(job_id))
+        ).one()
+        if not n:
             return ModelReport(overall=None)
-        overall = _metrics("whole job", overall_row, k)
-        versions = conn.execute(
-            select(func.count(distinct(Trial.extra["model_version"].as_integer()))).where(
-                Trial.job_id == job_id, Trial.predicted_cost.is_not(None)
-            )
-        ).scalar_one()
-        if versions:
-            group: Any = func.coalesce(Trial.extra["model_version"].as_integer(), -1)
+        step = max(1, math.ceil(n / EXACT_LIMIT))
+        sample = conn.execute(_metric_stmt(job_id, k, literal(0), step)).first()
+        if sample is None:  # ids happened to miss the sample: use every trial
+            step = 1
+            sample = conn.execute(_metric_stmt(job_id, k, literal(0), step)).one()
+        overall = ModelMetrics(
+            label="whole job",
+            n=n,
+            spearman=_metrics("", sample, k).spearman,
+            topk_recall=_exact_topk_recall(conn, job_id, k),
+            mape_pct=mape * 100.0 if mape is not None else None,
+        )
+        version = Trial.extra["model_version"].as_integer()
+        versioned = (
+            select(Trial.id)
+            .where(Trial.job_id == job_id, Trial.predicted_cost.is_not(None), version.is_not(None))
+            .limit(1)
+        )
+        if conn.execute(versioned).first() is not None:
+            group: Any = func.coalesce(version, -1)
             by = "model version"
         else:
             group = func.ntile(windows).over(order_by=Trial.id)
             by = "window"
-        rows = conn.execute(_metric_stmt(job_id, k, group)).all()
-    out = []
-    for r in rows:
-        label = f"v{r[0]}" if by == "model version" else f"{r[0]}/{windows}"
-        m = _metrics(label, r, k)
-        out.append(ModelMetrics(**{**m.__dict__, "first_trial": r[9], "last_trial": r[10]}))
-    return ModelReport(overall=overall, windows=out, by=by)
+        rows = conn.execute(_metric_stmt(job_id, k, group, step)).all()
+    out = [
+        _metrics(f"v{r[0]}" if by == "model version" else f"{r[0]}/{len(rows)}", r, k) for r in rows
+    ]
+    return ModelReport(overall=overall, windows=out, by=by, sample_step=step)
 
 
-def prediction_sample(engine: Engine, job_id: int, limit: int = 3000) -> list[tuple[float, float]]:
-    """Up to about `limit` (predicted, measured) pairs spread evenly over a job's trials,
-    for a scatter plot."""
-    total = n_predicted(engine, job_id)
+def prediction_sample(
+    engine: Engine, job_id: int, limit: int = 3000, n: int | None = None
+) -> list[tuple[float, float]]:
+    """About `limit` (predicted, measured) pairs spread evenly over a job's trials (every
+    step-th id), for a scatter plot. `n`: the job's predicted count, if known."""
+    total = n if n is not None else n_predicted(engine, job_id)
     if total == 0:
         return []
     step = max(1, math.ceil(total / limit))
-    numbered = (
-        select(
-            Trial.predicted_cost.label("p"),
-            Trial.latency_median_s.label("m"),
-            func.row_number().over(order_by=Trial.id).label("i"),
-        )
-        .where(
-            Trial.job_id == job_id,
-            Trial.status == OK,
-            Trial.predicted_cost.is_not(None),
-            Trial.latency_median_s.is_not(None),
-        )
-        .subquery()
-    )
+    conds = _predicted(job_id)
+    if step > 1:
+        conds.append(Trial.id % step == 0)
     with engine.connect() as conn:
         rows = conn.execute(
-            select(numbered.c.p, numbered.c.m).where((numbered.c.i - 1) % step == 0)
+            select(Trial.predicted_cost, Trial.latency_median_s).where(*conds).limit(2 * limit)
         ).all()
     return [(p, m) for p, m in rows]
 
