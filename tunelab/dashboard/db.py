@@ -44,7 +44,7 @@ def _postgres_readonly(url: str) -> Engine:
         connect_args={
             "connect_timeout": 5,
             "options": "-c default_transaction_read_only=on -c statement_timeout=60000 "
-            "-c work_mem=64MB",
+            "-c work_mem=64MB -c jit=off",
         },
     )
 

@@ -406,12 +406,15 @@ def model_report(engine: Engine, job_id: int, *, k: int = 10, windows: int = 8) 
     metrics come from every `sample_step`-th trial (by id).
     """
     with engine.connect() as conn:
-        n, mape = conn.execute(
+        version = Trial.extra["model_version"].as_integer()
+        n, mape, n_versioned = conn.execute(
             select(
                 func.count(),
                 func.avg(
-                    func.abs(Trial.predicted_cost - Trial.latency_median_s) / Trial.latency_median_s
+                    func.abs(Trial.predicted_cost - Trial.latency_median_s)
+                    / Trial.latency_median_s
                 ),
+                func.count(version),
             ).where(*_predicted(job_id))
         ).one()
         if not n:
@@ -428,13 +431,7 @@ def model_report(engine: Engine, job_id: int, *, k: int = 10, windows: int = 8) 
             topk_recall=_exact_topk_recall(conn, job_id, k),
             mape_pct=mape * 100.0 if mape is not None else None,
         )
-        version = Trial.extra["model_version"].as_integer()
-        versioned = (
-            select(Trial.id)
-            .where(Trial.job_id == job_id, Trial.predicted_cost.is_not(None), version.is_not(None))
-            .limit(1)
-        )
-        if conn.execute(versioned).first() is not None:
+        if n_versioned:
             group: Any = func.coalesce(version, -1)
             by = "model version"
         else:

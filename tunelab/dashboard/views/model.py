@@ -86,6 +86,12 @@ def render(engine: Engine) -> None:
         )
         return
     m = report.overall
+    if report.sample_step > 1:
+        st.caption(
+            f"Spearman {RHO} and the per-window metrics are computed on every "
+            f"{report.sample_step}th of the {m.n} trials (by id); n, top-{k} recall and "
+            "MAPE over the whole job are exact."
+        )
     cols = st.columns(4)
     cols[0].metric("trials with a prediction", m.n)
     cols[1].metric(f"Spearman {RHO}", _fmt(m.spearman, ".3f"))
@@ -94,7 +100,7 @@ def render(engine: Engine) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("#### Predicted against measured")
-        pairs = queries.prediction_sample(engine, job.id)
+        pairs = queries.prediction_sample(engine, job.id, n=m.n)
         st.plotly_chart(scatter_figure(pairs), width="stretch", key="scatter")
         if len(pairs) < m.n:
             st.caption(f"{len(pairs)} of {m.n} trials plotted, evenly spread over the job.")
