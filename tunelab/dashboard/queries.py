@@ -411,8 +411,7 @@ def model_report(engine: Engine, job_id: int, *, k: int = 10, windows: int = 8) 
             select(
                 func.count(),
                 func.avg(
-                    func.abs(Trial.predicted_cost - Trial.latency_median_s)
-                    / Trial.latency_median_s
+                    func.abs(Trial.predicted_cost - Trial.latency_median_s) / Trial.latency_median_s
                 ),
                 func.count(version),
             ).where(*_predicted(job_id))
