@@ -42,11 +42,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'demo.db'}"
         ids = seed_demo(get_engine(url))
-        with Dashboard(url) as dash, Chromium(binary) as browser:
+        with Dashboard(url, refresh_s=5) as dash, Chromium(binary) as browser:
             for page, query, charts, height in PAGES:
                 browser.resize(1400, height)
                 q = query.format(first=ids[0], second=ids[1])
-                browser.goto(f"{dash.url}/{page}" + (f"?{q}" if q else ""))
+                path_part = "" if page == "jobs" else page  # the default page lives at /
+                browser.goto(f"{dash.url}/{path_part}" + (f"?{q}" if q else ""))
                 browser.wait_for("document.querySelector('h1') !== null")
                 if charts:
                     browser.wait_for(

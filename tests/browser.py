@@ -52,7 +52,7 @@ def wait_http(url: str, timeout: float) -> str:
 class Dashboard:
     """`tunelab dashboard --db URL` on a free loopback port, stopped on exit."""
 
-    def __init__(self, db_url: str, *, timeout: float = 60) -> None:
+    def __init__(self, db_url: str, *, timeout: float = 60, refresh_s: float = 3600) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.timeout = timeout
@@ -60,7 +60,7 @@ class Dashboard:
             [sys.executable, "-m", "tunelab.platform.cli", "dashboard", "--db", db_url,
              "--port", str(self.port), "--address", "127.0.0.1"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "TUNELAB_DASHBOARD_REFRESH_S": "3600"},
+            env={**os.environ, "TUNELAB_DASHBOARD_REFRESH_S": str(refresh_s)},
         )  # fmt: skip
 
     def __enter__(self) -> Dashboard:
