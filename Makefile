@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-quick lint bench clean
+.PHONY: install demo test test-quick lint bench bench-dashboard dashboard screenshots chromium clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else "tunelab needs Python 3.11 or 3.12 (set PYTHON=...)")'
@@ -20,7 +20,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/tunelab submit examples/gemm-cpu-demo.yaml --wait
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest
 
 test-quick: $(STAMP)
@@ -32,6 +32,24 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/platform_overhead.py
+
+bench-dashboard: $(STAMP)
+	$(PY) bench/dashboard_scale.py --out bench/results/dashboard_scale.txt
+
+dashboard: $(STAMP)
+	$(VENV)/bin/tunelab dashboard
+
+screenshots: $(STAMP) chromium
+	$(PY) docs/screenshots.py
+
+# Headless Chromium for the dashboard's end-to-end test: installed from Debian's packages
+# when missing and apt-get is there (as root); otherwise that test is skipped and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
+	  || { apt-get update -qq >/dev/null 2>&1; \
+	       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	       || echo "could not install chromium: the dashboard browser test will be skipped"; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

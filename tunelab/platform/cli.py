@@ -535,6 +535,41 @@ def cluster_down() -> None:
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
+@app.command(epilog=EXIT_HELP)
+def dashboard(
+    db: DbOpt = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8501,
+    address: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 to serve other machines.")
+    ] = "127.0.0.1",
+) -> None:
+    """Start the web dashboard (Streamlit): jobs, trials, model accuracy and speedups.
+
+    It only reads (a read-only connection; nothing is migrated). Exits 3 at once if the
+    database cannot be reached or holds no tunelab tables.
+    """
+    import os
+
+    from tunelab.config import ENV_DB_URL
+    from tunelab.dashboard.db import open_readonly
+
+    url = resolve_db_url(db)
+    _guard(lambda: open_readonly(url))
+    app_path = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app_path),
+        "--server.port", str(port), "--server.address", address,
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    err.print(
+        f"dashboard: http://{address}:{port}  (database {redact(url)}, read-only; Ctrl-C stops)",
+        highlight=False,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, {**os.environ, ENV_DB_URL: url})
+
+
 @db_app.command("upgrade")
 def db_upgrade(db: DbOpt = None) -> None:
     """Create the tables or migrate them to the current schema."""
