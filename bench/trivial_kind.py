@@ -36,3 +36,24 @@ class Trivial(JobKind):
         self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]
     ) -> Measurement:
         return Measurement([1e-6])
+
+
+class SleepyWorkload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: PositiveInt
+    seconds: float
+
+
+class Sleepy(Trivial):
+    """Each measurement holds its worker for a fixed time: a measurement-bound job."""
+
+    name = "sleepy"
+    workload_model = SleepyWorkload
+
+    def measure(
+        self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]
+    ) -> Measurement:
+        import time
+
+        time.sleep(spec.workload["seconds"])
+        return Measurement([spec.workload["seconds"]])

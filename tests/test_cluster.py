@@ -50,6 +50,22 @@ def _ours(state: cluster.ClusterState) -> list[psutil.Process]:
     return found
 
 
+def _answers(url: str, timeout_s: float = 90) -> bool:
+    """Streamlit's health endpoint says ok within `timeout_s`."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as resp:
+                if resp.read().strip() == b"ok":
+                    return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
+
+
 def test_up_refuses_bad_sizes() -> None:
     with pytest.raises(cluster.ClusterError, match="at least 2 CPUs"):
         cluster.up(cpus_per_worker=1)
@@ -61,13 +77,15 @@ def test_up_refuses_bad_sizes() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(_cannot_start_postgres() is not None, reason="no PostgreSQL server binaries")
 def test_cluster_runs_a_job_survives_a_lost_worker_and_stops_cleanly(tmp_path: Path) -> None:
-    state = cluster.up(workers=2, cpus_per_worker=2, dashboard=False)
+    state = cluster.up(workers=2, cpus_per_worker=2, dashboard=True)
     try:
         assert state.postgres_dir and ":" in state.ray_address
         info = cluster.status()
         assert info is not None and all(p["running"] for p in info["processes"])
         roles = [p["role"] for p in info["processes"]]
-        assert roles == ["ray-head", "ray-cpu-worker-0", "ray-cpu-worker-1", "postgres"]
+        assert roles == ["ray-head", "ray-cpu-worker-0", "ray-cpu-worker-1", "dashboard",
+                         "postgres"]  # fmt: skip
+        assert state.tunelab_dashboard_url and _answers(state.tunelab_dashboard_url)
 
         spec_path = tmp_path / "job.yaml"
         spec_path.write_text(yaml.safe_dump(SPEC))
