@@ -97,17 +97,6 @@ def pick_jobs(
     return [by_id[i] for i in chosen]
 
 
-def fmt_s(seconds: float | None) -> str:
-    """A duration with a readable unit."""
-    if seconds is None:
-        return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.3f} ms"
-    return f"{seconds:.2f} s"
-
-
 def age(ts: datetime | None, now: datetime | None = None) -> str:
     """How long ago `ts` was, e.g. `3h ago`."""
     if ts is None:

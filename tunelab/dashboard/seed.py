@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from tunelab.platform.jobs import create_job, insert_ignore
 from tunelab.platform.spec import parse_spec
@@ -174,35 +174,12 @@ def _copy_value(col: str, value: Any) -> str:
 
 def refresh_job(engine: Engine, job_id: int, n_planned: int | None = None) -> None:
     """Set a job's counts and best trial from its trials, as the recorder does."""
+    from tunelab.platform.recorder import refresh_job as refresh_counts
+
     with engine.begin() as conn:
-        counts = dict(
-            conn.execute(
-                select(Trial.status, func.count())
-                .where(Trial.job_id == job_id)
-                .group_by(Trial.status)
-            ).all()
-        )
-        best = conn.execute(
-            select(Trial.id, Trial.latency_median_s)
-            .where(Trial.job_id == job_id, Trial.status == TrialStatus.ok)
-            .order_by(Trial.latency_median_s)
-            .limit(1)
-        ).first()
-        n_done = sum(counts.values())
-        n_ok = counts.get(TrialStatus.ok, 0) + counts.get(TrialStatus.built, 0)
-        conn.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(
-                n_planned=n_planned if n_planned is not None else n_done,
-                n_done=n_done,
-                n_ok=n_ok,
-                n_failed=n_done - n_ok,
-                best_trial_id=best[0] if best else None,
-                best_latency_s=best[1] if best else None,
-                heartbeat_at=datetime.now(UTC),
-            )
-        )
+        refresh_counts(conn, job_id)
+        planned = n_planned if n_planned is not None else Job.n_done
+        conn.execute(update(Job).where(Job.id == job_id).values(n_planned=planned))
 
 
 PIPELINED = [

@@ -34,6 +34,7 @@ from tunelab.platform.jobs import JobNotFound, JobStateError, display_status
 from tunelab.platform.spec import SpecError
 from tunelab.schema.db import DatabaseError, get_engine, redact
 from tunelab.schema.models import Job, JobStatus, Trial
+from tunelab.units import fmt_seconds
 
 
 class Exit(enum.IntEnum):
@@ -120,16 +121,6 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(int(Exit.INTERRUPTED)) from None
 
 
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} us"
-    if seconds < 1:
-        return f"{seconds * 1e3:.3f} ms"
-    return f"{seconds:.2f} s"
-
-
 def _age(ts: datetime | None) -> str:
     if ts is None:
         return "-"
@@ -158,7 +149,7 @@ def _run_with_progress(start: Callable[[Callable[[JobProgress], None]], Any]) ->
         task = bar.add_task("trials", total=None, summary="starting Ray...")
 
         def update(p: JobProgress) -> None:
-            summary = f"ok {p.ok}  best {_fmt_s(p.best_s)}"
+            summary = f"ok {p.ok}  best {fmt_seconds(p.best_s)}"
             bar.update(task, completed=p.done, total=p.total, summary=summary)
 
         return start(update)
@@ -173,8 +164,8 @@ def _trials_table(title: str, trials: list[Trial]) -> Table:
     for t in trials:
         params = ", ".join(f"{k}={v}" for k, v in t.params.items())
         table.add_row(
-            str(t.id), t.status, _fmt_s(t.latency_median_s), _fmt_s(t.latency_min_s),
-            _fmt_s(t.latency_stdev_s), params, t.worker_node or "-",
+            str(t.id), t.status, fmt_seconds(t.latency_median_s), fmt_seconds(t.latency_min_s),
+            fmt_seconds(t.latency_stdev_s), params, t.worker_node or "-",
         )  # fmt: skip
     return table
 
@@ -359,7 +350,7 @@ def list_jobs(
     for j in rows:
         table.add_row(
             str(j.id), j.name, j.kind, j.target, display_status(j),
-            f"{j.n_done}/{j.n_planned} ({j.n_failed} failed)", _fmt_s(j.best_latency_s),
+            f"{j.n_done}/{j.n_planned} ({j.n_failed} failed)", fmt_seconds(j.best_latency_s),
             _age(j.created_at),
         )  # fmt: skip
     out.print(table if rows else "no jobs yet: `tunelab submit SPEC` starts one")
@@ -374,7 +365,7 @@ def _show_job(j: Job, db: str | None) -> None:
         f"workload: {j.workload.description}",
         f"status: {display_status(j)}   trials {j.n_done}/{j.n_planned}",
         "by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
-        f"best: {_fmt_s(j.best_latency_s)}"
+        f"best: {fmt_seconds(j.best_latency_s)}"
         + (f" (trial {j.best_trial_id})" if j.best_trial_id else ""),
         f"created {_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
     ]

@@ -256,9 +256,18 @@ def up(
         ray = _ray_bin()
         # Ray maps loopback to this machine's own address; nothing leaves the machine.
         common = ["--block", "--temp-dir", temp_dir, "--disable-usage-stats"]
+
+        def own_ports() -> list[str]:
+            # Ray's per-node agents default to fixed ports (52365, ...): with several nodes
+            # on one machine, or another Ray beside them, they would collide.
+            return ["--dashboard-agent-listen-port", str(free_port()),
+                    "--dashboard-agent-grpc-port", str(free_port()),
+                    "--runtime-env-agent-port", str(free_port()),
+                    "--metrics-export-port", str(free_port())]  # fmt: skip
+
         head = [ray, "start", "--head", "--port", str(port), "--num-cpus", "0",
                 "--num-gpus", "0", "--include-dashboard", "true", "--dashboard-host", HOST,
-                "--dashboard-port", str(dash_port), *common]  # fmt: skip
+                "--dashboard-port", str(dash_port), *common, *own_ports()]  # fmt: skip
         state.procs.append(_spawn("ray-head", head, env, directory))
         _save(state, directory)
         _wait_nodes(state, 1)
@@ -266,7 +275,7 @@ def up(
         for i in range(workers + gpu_workers):
             gpu = i >= workers
             cmd = [ray, "start", "--address", state.ray_address,
-                   "--num-cpus", str(cpus_per_worker), *common]  # fmt: skip
+                   "--num-cpus", str(cpus_per_worker), *common, *own_ports()]  # fmt: skip
             if gpu:
                 cmd += ["--num-gpus", "1"]
                 if state.simulated_gpus:
@@ -333,6 +342,11 @@ def down(directory: Path | None = None, timeout_s: float = 20) -> list[str]:
         stop_postgres(state.postgres_dir, state.postgres_user)
         stopped.append("postgres")
         shutil.rmtree(state.postgres_dir, ignore_errors=True)
+    logs = Path(state.temp_dir) / "session_latest" / "logs"
+    if logs.is_dir():  # keep Ray's own logs for a post-mortem; the rest of its temp dir goes
+        shutil.rmtree(directory / "ray-logs", ignore_errors=True)
+        shutil.copytree(logs, directory / "ray-logs", ignore_dangling_symlinks=True,
+                        dirs_exist_ok=True)  # fmt: skip
     shutil.rmtree(state.temp_dir, ignore_errors=True)
     _state_file(directory).unlink()
     return stopped

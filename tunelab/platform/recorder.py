@@ -128,35 +128,35 @@ class Recorder:
                 row["environment_id"] = self._env_ids.get(fp) if fp else None
             if rows:
                 conn.execute(insert_ignore(self.engine, Trial.__table__), rows)
-            self._refresh_job(conn)
+            refresh_job(conn, self.job_id)
         self.recorded += len(rows)
         self._last_flush = time.monotonic()
 
-    def _refresh_job(self, conn: Any) -> None:
-        counts = dict(
-            conn.execute(
-                select(Trial.status, func.count())
-                .where(Trial.job_id == self.job_id)
-                .group_by(Trial.status)
-            ).all()
-        )
-        best = conn.execute(
-            select(Trial.id, Trial.latency_median_s)
-            .where(Trial.job_id == self.job_id, Trial.status == TrialStatus.ok)
-            .order_by(Trial.latency_median_s)
-            .limit(1)
-        ).first()
-        n_done = sum(counts.values())
-        n_ok = counts.get(TrialStatus.ok, 0) + counts.get(TrialStatus.built, 0)
+
+def refresh_job(conn: Any, job_id: int) -> None:
+    """Set a job's counts, best trial and heartbeat from its recorded trials."""
+    counts = dict(
         conn.execute(
-            update(Job)
-            .where(Job.id == self.job_id)
-            .values(
-                n_done=n_done,
-                n_ok=n_ok,
-                n_failed=n_done - n_ok,
-                best_trial_id=best[0] if best else None,
-                best_latency_s=best[1] if best else None,
-                heartbeat_at=datetime.now(UTC),
-            )
+            select(Trial.status, func.count()).where(Trial.job_id == job_id).group_by(Trial.status)
+        ).all()
+    )
+    best = conn.execute(
+        select(Trial.id, Trial.latency_median_s)
+        .where(Trial.job_id == job_id, Trial.status == TrialStatus.ok)
+        .order_by(Trial.latency_median_s)
+        .limit(1)
+    ).first()
+    n_done = sum(counts.values())
+    n_ok = counts.get(TrialStatus.ok, 0) + counts.get(TrialStatus.built, 0)
+    conn.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            n_done=n_done,
+            n_ok=n_ok,
+            n_failed=n_done - n_ok,
+            best_trial_id=best[0] if best else None,
+            best_latency_s=best[1] if best else None,
+            heartbeat_at=datetime.now(UTC),
         )
+    )

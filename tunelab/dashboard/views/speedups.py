@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 
 from tunelab.dashboard import common, queries
 from tunelab.dashboard.registry import Page
+from tunelab.units import fmt_seconds
 
 PAGE = Page(
     title="Speedups",
@@ -44,7 +45,7 @@ def latency_figure(rows: list[queries.SpeedupRow]) -> go.Figure:
         fig.add_trace(
             go.Bar(
                 x=x, y=rel, name=name,
-                text=[None if v is None else common.fmt_s(v) for v in values],
+                text=[None if v is None else fmt_seconds(v) for v in values],
                 textposition="outside",
             )
         )  # fmt: skip

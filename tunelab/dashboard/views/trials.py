@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from tunelab.dashboard import common, queries
 from tunelab.dashboard.registry import Page
 from tunelab.schema.models import TrialStatus
+from tunelab.units import fmt_seconds
 
 PAGE = Page(title="Trials", url_path="trials", icon=":material/table:", order=50)
 PAGE_SIZE = 50
@@ -92,7 +93,7 @@ def render(engine: Engine) -> None:
         return
     cols = st.columns(4)
     cols[0].metric("status", detail["status"])
-    cols[1].metric("median", common.fmt_s(detail["latency_median_s"]))
+    cols[1].metric("median", fmt_seconds(detail["latency_median_s"]))
     cols[2].metric("predicted", f"{detail['predicted_cost']:.3e}" if detail["predicted_cost"]
                    else "-")  # fmt: skip
     cols[3].metric("attempts", detail["attempts"])
