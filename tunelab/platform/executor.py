@@ -258,14 +258,17 @@ class JobRunner:
         if len(done) >= total:
             return JobStatus.completed
 
-        pool = None if spec.measure.build_only else MeasurePool(spec)
-        if pool is not None:
-            spec = kind.resolve_spec(spec, pool.run_on_worker)
-        state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
+        pool: MeasurePool | None = None
+        state: _LoopState | None = None
         try:
+            if not spec.measure.build_only:
+                pool = MeasurePool(spec)
+                spec = kind.resolve_spec(spec, pool.run_on_worker)
+            state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
             return state.loop()
         finally:
-            state.stop()
+            if state is not None:
+                state.stop()
             recorder.flush()
             if pool is not None:
                 pool.shutdown()
