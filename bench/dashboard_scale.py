@@ -17,46 +17,17 @@ import argparse
 import os
 import platform
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "tunelab" / "dashboard" / "app.py"
-PG_ADMIN = os.environ.get(
-    "TUNELAB_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 TARGET_S = 2.0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-@contextmanager
-def fresh_database(kind: str) -> Iterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{Path(tmp) / 'scale.db'}"
-        return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"bench_dashboard_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    finally:
-        from tunelab.dashboard.db import clear_cache
-        from tunelab.schema.db import _engine
-
-        clear_cache()
-        _engine.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+from benchdb import fresh_database  # noqa: E402
 
 
 def seed(url: str, total: int) -> tuple[int, list[int], float]:
@@ -178,7 +149,7 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
     ]
-    with fresh_database(args.db) as url:
+    with fresh_database(args.db, "dashboard") as url:
         big, ids, seed_s = seed(url, args.trials)
         engine = open_readonly(url)
         lines.append(

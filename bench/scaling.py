@@ -24,7 +24,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
 )  # the cluster's Ray nodes inherit this and import trivial_kind
 
-from platform_overhead import fresh_pg_database  # noqa: E402
+from benchdb import fresh_pg_database  # noqa: E402
 
 
 def child(url: str, trials: int, seconds: float) -> None:
