@@ -16,9 +16,9 @@ PG_ADMIN = os.environ.get(
 
 def _close_pools() -> None:
     """Close tunelab's pooled connections so that a database can be dropped."""
-    from tunelab.schema.db import _engine
+    from tunelab.schema.db import dispose_engines
 
-    _engine.cache_clear()
+    dispose_engines()
     try:
         from tunelab.dashboard.db import clear_cache
     except ImportError:

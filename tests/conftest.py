@@ -66,9 +66,9 @@ def pg_url() -> Iterator[str]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     yield url
-    from tunelab.schema.db import _engine
+    from tunelab.schema.db import dispose_engines
 
-    _engine.cache_clear()  # close pooled connections so the database can be dropped
+    dispose_engines()  # close pooled connections so the database can be dropped
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

@@ -8,7 +8,13 @@ from sqlalchemy import func, inspect, select
 from tunelab.platform import jobs
 from tunelab.platform.recorder import Recorder
 from tunelab.platform.spec import parse_spec
-from tunelab.schema.db import DatabaseError, current_revision, get_engine, head_revision
+from tunelab.schema.db import (
+    DatabaseError,
+    current_revision,
+    get_engine,
+    head_revision,
+    upgrade,
+)
 from tunelab.schema.models import Base, Environment, Job, Trial, TrialStatus, Workload
 
 SPEC = {"name": "s", "kind": "pipeline-search", "workload": {"M": 64, "N": 64, "K": 64}}
@@ -33,9 +39,10 @@ def test_migrations_match_models(db_url: str) -> None:
 
 
 def test_upgrade_is_idempotent(db_url: str) -> None:
-    get_engine(db_url)
-    engine = get_engine(db_url)  # second open: already at head, nothing to do
+    engine = get_engine(db_url)
+    upgrade(engine)  # already at head: nothing to do, nothing fails
     assert current_revision(engine) == head_revision()
+    assert get_engine(db_url) is engine  # one engine per URL, checked once
 
 
 def test_unreachable_database_is_a_clear_error() -> None:

@@ -50,8 +50,25 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cur.close()
 
 
-@functools.cache
+_ENGINES: dict[str, Engine] = {}
+_READY: set[str] = set()  # URLs checked reachable and migrated to head in this process
+
+
 def _engine(url: str) -> Engine:
+    if url not in _ENGINES:
+        _ENGINES[url] = _create_engine(url)
+    return _ENGINES[url]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection and forget every engine (before dropping a database)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+    _READY.clear()
+
+
+def _create_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
@@ -72,10 +89,14 @@ def _engine(url: str) -> Engine:
 def get_engine(url: str | None = None, *, migrate: bool = True) -> Engine:
     """One shared engine per URL, checked reachable and (by default) migrated to head.
 
-    Raises DatabaseError with a message naming the (redacted) URL when the database
-    cannot be reached or its schema cannot be brought up to date.
+    The check and the migration run once per URL and process; later calls return the
+    same engine at once (its pool re-pings connections before use). Raises DatabaseError
+    with a message naming the (redacted) URL when the database cannot be reached or its
+    schema cannot be brought up to date.
     """
     url = normalise_url(resolve_db_url(url))
+    if migrate and url in _READY:
+        return _ENGINES[url]
     try:
         engine = _engine(url)
     except Exception as exc:  # unknown dialect, missing driver
@@ -88,6 +109,7 @@ def get_engine(url: str | None = None, *, migrate: bool = True) -> Engine:
         raise DatabaseError(f"cannot reach database {redact(url)}: {reason}") from None
     if migrate:
         upgrade(engine)
+        _READY.add(url)
     return engine
 
 
@@ -107,6 +129,7 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@functools.cache
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
