@@ -24,7 +24,7 @@ from tunelab.platform import jobs
 from tunelab.platform.kinds import JobKind, get_kind
 from tunelab.platform.recorder import Recorder
 from tunelab.platform.spec import JobSpec, parse_spec
-from tunelab.platform.strategies import make_strategy
+from tunelab.platform.strategies import SearchStrategy, make_strategy
 from tunelab.schema.models import Job, JobStatus, TrialStatus
 from tunelab.workers.tasks import MeasureWorker, Outcome, build_candidates
 
@@ -50,7 +50,6 @@ class Progress:
     total: int
     ok: int
     best_s: float | None
-    last_status: str | None = None
 
 
 @dataclass
@@ -97,7 +96,6 @@ class MeasurePool:
         self.idle: deque[Any] = deque()
         # ready-ref -> (actor, options, started at)
         self.starting: dict[Any, tuple[Any, dict[str, Any], float]] = {}
-        self.descriptions: list[dict[str, Any]] = []
         self._alive: set[str] = set()
         self._alive_at = 0.0
         placements = self._placements()
@@ -172,7 +170,7 @@ class MeasurePool:
         for ref in ready:
             actor, options, _ = self.starting.pop(ref)
             try:
-                self.descriptions.append(self.ray.get(ref))
+                self.ray.get(ref)  # raises if the worker died while starting
                 self.idle.append((actor, options))
             except Exception as exc:  # died while starting
                 log.warning("measurement worker failed to start: %s", exc)
@@ -200,11 +198,11 @@ class MeasurePool:
         """How many measurement workers the pool keeps."""
         return self.n_workers
 
-    def wait_ready(self) -> list[dict[str, Any]]:
+    def wait_ready(self) -> None:
+        """Block until at least one measurement worker is idle."""
         while not self.idle:
             self.poll_starting()
             time.sleep(POLL_S)
-        return self.descriptions
 
     def shutdown(self) -> None:
         for actor, _ in list(self.idle):
@@ -299,17 +297,26 @@ class _Chunker:
 class _LoopState:
     """The driver's bookkeeping for one run of a job."""
 
-    def __init__(self, runner, spec, kind, strategy, done, recorder, pool) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        runner: JobRunner,
+        spec: JobSpec,
+        kind: JobKind,
+        strategy: SearchStrategy,
+        done: set[str],
+        recorder: Recorder,
+        pool: MeasurePool | None,
+    ) -> None:
         import ray
 
         self.ray = ray
         self.runner = runner
-        self.spec: JobSpec = spec
-        self.kind: JobKind = kind
+        self.spec = spec
+        self.kind = kind
         self.strategy = strategy
-        self.done: set[str] = done
-        self.recorder: Recorder = recorder
-        self.pool: MeasurePool | None = pool
+        self.done = done
+        self.recorder = recorder
+        self.pool = pool
         self.in_flight: set[str] = set()
         self.retry: deque[_Pending] = deque()  # lost builds and split chunks, first
         self.to_measure: deque[_Pending] = deque()
@@ -435,9 +442,7 @@ class _LoopState:
             self.best = median if self.best is None else min(self.best, median)
         elif status == TrialStatus.built:
             self.ok += 1
-        self.runner.on_progress(
-            Progress(len(self.done), self.strategy.total, self.ok, self.best, str(status))
-        )
+        self.runner.on_progress(Progress(len(self.done), self.strategy.total, self.ok, self.best))
 
     def _split(self, chunk: list[_Pending], phase: str, why: str) -> None:
         """A chunk failed as a whole: rerun each member alone, charging none of them."""

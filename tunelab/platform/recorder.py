@@ -57,7 +57,6 @@ class Recorder:
         self._env_ids: dict[str, int] = {}
         self._pending_envs: dict[str, dict[str, Any]] = {}
         self._last_flush = time.monotonic()
-        self.recorded = 0
 
     def add(
         self,
@@ -129,7 +128,6 @@ class Recorder:
             if rows:
                 conn.execute(insert_ignore(self.engine, Trial.__table__), rows)
             refresh_job(conn, self.job_id)
-        self.recorded += len(rows)
         self._last_flush = time.monotonic()
 
 

@@ -7,7 +7,6 @@ already recorded, so a resumed job continues exactly where the dead driver stopp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -32,9 +31,6 @@ class SearchStrategy(ABC):
     @abstractmethod
     def propose(self, n: int, exclude: set[str]) -> list[tuple[str, dict[str, Any]]]:
         """Up to `n` (key, params) not in `exclude` (recorded or in flight); [] when done."""
-
-    def tell(self, results: Iterable[tuple[str, float | None]]) -> None:  # noqa: B027
-        """Measured latencies (None for failures), for strategies that learn from them."""
 
 
 class _OrderedStrategy(SearchStrategy):
