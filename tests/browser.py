@@ -49,6 +49,18 @@ def wait_http(url: str, timeout: float) -> str:
             time.sleep(0.2)
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group `proc` leads, SIGKILL it after 10 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class Dashboard:
     """`tunelab dashboard --db URL` on a free loopback port, stopped on exit."""
 
@@ -72,13 +84,7 @@ class Dashboard:
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc)
         if self.proc.stdout:
             self.proc.stdout.close()
 
@@ -125,13 +131,8 @@ class Chromium:
     def __exit__(self, *_: object) -> None:
         if self.ws is not None:
             self.ws.close()
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            stop_group(self.proc)
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:

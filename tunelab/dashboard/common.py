@@ -97,6 +97,15 @@ def pick_jobs(
     return [by_id[i] for i in chosen]
 
 
+def pick_one_job(engine: Engine) -> queries.JobRow | None:
+    """One job from the picker, or None after saying there are no jobs yet."""
+    picked = pick_jobs(engine)
+    if not picked:
+        no_jobs()
+        return None
+    return picked[0]
+
+
 def age(ts: datetime | None, now: datetime | None = None) -> str:
     """How long ago `ts` was, e.g. `3h ago`."""
     if ts is None:

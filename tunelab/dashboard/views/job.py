@@ -53,11 +53,9 @@ def status_figure(counts: dict[str, int]) -> go.Figure:
 def render(engine: Engine) -> None:
     """The page."""
     st.title("Job")
-    picked = common.pick_jobs(engine)
-    if not picked:
-        common.no_jobs()
+    job = common.pick_one_job(engine)
+    if job is None:
         return
-    job = picked[0]
     others, _ = queries.list_jobs(engine, limit=500)
     options = [j.id for j in others if j.id != job.id]
     asked = str(st.query_params.get("compare", "")).split(",")

@@ -64,11 +64,9 @@ def _fmt(x: float | None, spec: str) -> str:
 def render(engine: Engine) -> None:
     """The page."""
     st.title("Performance model")
-    picked = common.pick_jobs(engine)
-    if not picked:
-        common.no_jobs()
+    job = common.pick_one_job(engine)
+    if job is None:
         return
-    job = picked[0]
     curves = queries.best_so_far(engine, [job.id])
     reach = queries.trials_to_reach(curves[job.id])
     st.metric(
