@@ -212,7 +212,6 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
 
 
 TERMINAL_RAY_JOB_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
-AGENT_WAIT_S = 60.0  # how long to retry a submission that finds no job agent
 
 
 def submit_to_cluster(
@@ -239,20 +238,11 @@ def submit_to_cluster(
     client = JobSubmissionClient(jobs_api)
     slug = re.sub(r"[^a-z0-9]+", "-", job_spec.name.lower()).strip("-")[:40] or "job"
     submission_id = f"tunelab-{slug}-{uuid.uuid4().hex[:8]}"
-    deadline = time.monotonic() + AGENT_WAIT_S
-    while True:
-        try:
-            client.submit_job(
-                entrypoint="tunelab run-spec",
-                submission_id=submission_id,
-                runtime_env={"env_vars": {"TUNELAB_SPEC_JSON": job_spec.model_dump_json()}},
-            )
-            break
-        except RuntimeError as exc:
-            # Ray answers this while it still counts a just-lost node's job agent.
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+    client.submit_job(
+        entrypoint="tunelab run-spec",
+        submission_id=submission_id,
+        runtime_env={"env_vars": {"TUNELAB_SPEC_JSON": job_spec.model_dump_json()}},
+    )
     if not wait:
         return submission_id, str(client.get_job_status(submission_id))
     shown = 0
