@@ -25,6 +25,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    or_,
     select,
 )
 
@@ -493,12 +494,13 @@ class SpeedupRow:
 
 def variant_expr() -> Any:
     """`baseline:<name>` for trials with extra.baseline, else pipelined / unpipelined by
-    params.stages (> 1 pipelined; missing counts as 1)."""
+    params.stages or params.reg_stages (> 1 pipelined; missing counts as 1)."""
     baseline = Trial.extra["baseline"].as_string()
     stages = func.coalesce(Trial.params["stages"].as_integer(), 1)
+    reg_stages = func.coalesce(Trial.params["reg_stages"].as_integer(), 1)
     return case(
         (baseline.is_not(None), literal("baseline:") + baseline),
-        (stages > 1, literal("pipelined")),
+        (or_(stages > 1, reg_stages > 1), literal("pipelined")),
         else_=literal("unpipelined"),
     )
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from tunelab.config import logs_dir, resolve_db_url
 from tunelab.platform import jobs
 from tunelab.platform.executor import Progress, run_job
-from tunelab.platform.spec import JobSpec, load_spec, parse_spec
+from tunelab.platform.spec import JobSpec, expand_suite, load_spec, load_specs, parse_spec
 from tunelab.schema.db import get_engine, normalise_url
 from tunelab.schema.models import Job, JobStatus, Trial
 
@@ -33,6 +33,15 @@ def as_spec(spec: JobSpec | dict[str, Any] | str | Path) -> JobSpec:
     if isinstance(spec, dict):
         return parse_spec(spec)
     return load_spec(spec)
+
+
+def as_specs(spec: JobSpec | dict[str, Any] | str | Path) -> list[JobSpec]:
+    """Like `as_spec`, but a spec naming a `suite` gives one spec per workload."""
+    if isinstance(spec, JobSpec):
+        return [spec]
+    if isinstance(spec, dict):
+        return [parse_spec(d) for d in expand_suite(spec)]
+    return load_specs(spec)
 
 
 def submit(

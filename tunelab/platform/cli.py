@@ -31,6 +31,7 @@ from tunelab.platform import api
 from tunelab.platform.executor import JobError
 from tunelab.platform.executor import Progress as JobProgress
 from tunelab.platform.jobs import JobNotFound, JobStateError, display_status
+from tunelab.platform.replay import ReplayError
 from tunelab.platform.spec import SpecError
 from tunelab.schema.db import DatabaseError, get_engine, redact
 from tunelab.schema.models import Job, JobStatus, Trial
@@ -72,6 +73,11 @@ cluster_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(cluster_app, name="cluster")
+replay_app = typer.Typer(
+    help="Compare search strategies offline against a recorded exhaustive sweep.",
+    no_args_is_help=True,
+)
+app.add_typer(replay_app, name="replay")
 
 out = Console()
 err = Console(stderr=True)
@@ -116,6 +122,8 @@ def _guard(fn: Callable[[], Any]) -> Any:
         _fail(Exit.NOT_FOUND, str(exc))
     except JobError as exc:
         _fail(Exit.JOB_FAILED, f"the job failed: {exc}")
+    except ReplayError as exc:
+        _fail(Exit.BAD_INPUT, str(exc))
     except KeyboardInterrupt:
         err.print("interrupted: the job is marked interrupted; `tunelab resume` continues it")
         raise typer.Exit(int(Exit.INTERRUPTED)) from None
@@ -215,9 +223,22 @@ def submit(
 ) -> None:
     """Validate SPEC, record it as a job and run it; prints the job id.
 
-    An invalid spec is refused (exit 2) before anything is written.
+    A spec that names a `suite:` (e.g. bert-dense, square, resnet50-im2col, batch-matmul,
+    resnet50-conv2d, cpu-small) instead of a `workload:` runs one job per workload of the
+    suite, one after another, and prints each id. An invalid spec is refused (exit 2)
+    before anything is written.
     """
-    job_spec = _guard(lambda: api.as_spec(spec))
+    job_specs = _guard(lambda: api.as_specs(spec))
+    if len(job_specs) > 1:
+        for one in job_specs:
+            err.print(f"[bold]{one.name}[/bold]")
+            _submit_one(one, wait, db, ray, jobs_api)
+        return
+    _submit_one(job_specs[0], wait, db, ray, jobs_api)
+
+
+def _submit_one(job_spec: Any, wait: bool, db: str | None, ray: str | None,
+                jobs_api: str | None) -> None:  # fmt: skip
     if jobs_api:
         if db or ray:
             _fail(Exit.BAD_INPUT, "--jobs-api runs the job in the cluster: drop --db and --ray")
@@ -239,7 +260,9 @@ def submit(
         )
     )
     _summary(job_id, db)
-    _exit_for(api.get_job(job_id, db=db).status)
+    status = api.get_job(job_id, db=db).status
+    if status != JobStatus.completed:
+        _exit_for(status)
 
 
 def _submit_to_cluster(job_spec: Any, url: str, wait: bool) -> None:
@@ -582,3 +605,60 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@replay_app.command("run", epilog=EXIT_HELP)
+def replay_run(
+    source: Annotated[str, typer.Argument(help="A sweep: job id, or a sweep file (.json.gz).")],
+    strategy: Annotated[str, typer.Option(help="exhaustive, random or model.")] = "model",
+    cost_model: Annotated[
+        str, typer.Option(help="model strategy: combined, analytical or xgboost.")
+    ] = "combined",
+    seed: Annotated[int, typer.Option(help="Seed of random choices.")] = 0,
+    batch: Annotated[int, typer.Option(help="Candidates per batch.")] = 8,
+    budget: Annotated[int | None, typer.Option(help="Trials in all (default: all).")] = None,
+    record: Annotated[
+        bool, typer.Option("--record", help="Store the replay as a job (for the dashboard).")
+    ] = False,
+    db: DbOpt = None,
+) -> None:
+    """Run a strategy against recorded measurements: no device, same answers every time.
+
+    Prints the trials it needed to reach 99% of the sweep's best and what it found.
+    """
+    from tunelab.platform.replay import load_sweep, record_replay, replay
+    from tunelab.platform.spec import SearchSpec
+
+    def go() -> None:
+        engine = get_engine(db) if (record or source.isdigit()) else None
+        sweep = load_sweep(source, engine)
+        search = SearchSpec.model_validate({
+            "strategy": strategy, "cost_model": cost_model, "seed": seed,
+            "batch_size": batch, "budget": budget,
+        })  # fmt: skip
+        result = replay(sweep, search)
+        best = sweep.best()
+        found = min(result.best_so_far(), default=float("inf"))
+        reach = result.trials_to_reach(best / 0.99)
+        out.print(
+            f"{result.strategy}: {len(result.keys)} trials, best {fmt_seconds(found)} "
+            f"(sweep best {fmt_seconds(best)}); 99% of the best reached at trial "
+            f"{reach if reach else 'never'} of a {len(sweep.trials)}-trial sweep"
+        )
+        if record and engine is not None:
+            out.print(f"recorded as job {record_replay(engine, sweep, result, search)}")
+
+    _guard(go)
+
+
+@replay_app.command("save", epilog=EXIT_HELP)
+def replay_save(
+    job_id: Annotated[int, typer.Argument(help="A job that measured its whole space.")],
+    path: Annotated[Path, typer.Argument(help="Sweep file to write (.json or .json.gz).")],
+    db: DbOpt = None,
+) -> None:
+    """Write a recorded job as a sweep file that `replay run` (and the benches) read."""
+    from tunelab.platform.replay import save_sweep
+
+    n = _guard(lambda: save_sweep(get_engine(db), job_id, path))
+    out.print(f"{n} trials written to {path}")

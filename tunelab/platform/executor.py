@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, update
 
 from tunelab.platform import jobs
-from tunelab.platform.kinds import JobKind, get_kind
+from tunelab.platform.kinds import JobKind, candidate_key, get_kind
 from tunelab.platform.recorder import Recorder
 from tunelab.platform.spec import JobSpec, parse_spec
 from tunelab.platform.strategies import SearchStrategy, make_strategy
@@ -246,9 +246,15 @@ class JobRunner:
     # -- the loop -------------------------------------------------------------------------
 
     def _run(self, spec: JobSpec, kind: JobKind) -> JobStatus:
-        strategy = make_strategy(kind.space(spec), spec.search)
+        strategy = make_strategy(
+            kind.space(spec), spec.search, lambda p: kind.model_features(spec, p)
+        )
         done = jobs.done_keys(self.engine, self.job_id)
-        total = strategy.total
+        for trial in jobs.trials(self.engine, self.job_id):  # a resumed model picks up here
+            ok = trial.status == TrialStatus.ok
+            strategy.tell(trial.candidate, trial.latency_median_s if ok else None)
+        baselines = [(candidate_key(p), p) for p in kind.baselines(spec)]
+        total = strategy.total + len(baselines)
         with self.engine.begin() as conn:
             conn.execute(update(Job).where(Job.id == self.job_id).values(n_planned=total))
         recorder = Recorder(self.engine, self.job_id)
@@ -263,6 +269,8 @@ class JobRunner:
                 pool = MeasurePool(spec)
                 spec = kind.resolve_spec(spec, pool.run_on_worker)
             state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
+            state.baselines = [(k, p) for k, p in baselines if k not in done]
+            state.total = total
             return state.loop()
         finally:
             if state is not None:
@@ -342,6 +350,8 @@ class _LoopState:
                 "least 2 CPUs"
             )
         self.exhausted = False
+        self.baselines: list[tuple[str, dict[str, Any]]] = []  # measured first, once
+        self.total = strategy.total
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -356,7 +366,8 @@ class _LoopState:
             return out
         if self.exhausted:
             return []
-        batch = self.strategy.propose(
+        batch, self.baselines = self.baselines, []
+        batch += self.strategy.propose(
             max(n, self.spec.search.batch_size), self.done | self.in_flight
         )
         if not batch:
@@ -420,6 +431,11 @@ class _LoopState:
             extra.update(outcome.info)
         if item.errors:
             extra["earlier_attempts"] = item.errors
+        predicted = self.strategy.prediction(item.key)
+        if predicted is not None:
+            extra["model_version"] = predicted[1]
+        ok = status == TrialStatus.ok and bool(latencies)
+        self.strategy.tell(item.key, statistics.median(latencies) if ok else None)
         self.recorder.add(
             candidate=item.key,
             params=item.params,
@@ -431,6 +447,7 @@ class _LoopState:
             error=error if error is not None else (outcome.error if outcome else None),
             worker_node=outcome.node if outcome else None,
             environment=outcome.environment if outcome else None,
+            predicted_cost=predicted[0] if predicted is not None else None,
             extra=extra,
             started_at=build.started_at if build else None,
         )
@@ -438,11 +455,12 @@ class _LoopState:
         self.done.add(item.key)
         if status == TrialStatus.ok and latencies:
             self.ok += 1
-            median = statistics.median(latencies)  # as the recorder ranks trials
-            self.best = median if self.best is None else min(self.best, median)
+            if "baseline" not in extra:
+                median = statistics.median(latencies)  # as the recorder ranks trials
+                self.best = median if self.best is None else min(self.best, median)
         elif status == TrialStatus.built:
             self.ok += 1
-        self.runner.on_progress(Progress(len(self.done), self.strategy.total, self.ok, self.best))
+        self.runner.on_progress(Progress(len(self.done), self.total, self.ok, self.best))
 
     def _split(self, chunk: list[_Pending], phase: str, why: str) -> None:
         """A chunk failed as a whole: rerun each member alone, charging none of them."""

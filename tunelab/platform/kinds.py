@@ -91,6 +91,21 @@ class JobKind(ABC):
         """A short human label for a workload."""
         return json.dumps(workload, sort_keys=True)
 
+    def model_features(self, spec: JobSpec, params: dict[str, Any]) -> dict[str, float] | None:
+        """Numbers a cost model can learn from, for a candidate not yet built; the key
+        `predicted_s` is the kind's own analytical prediction. None: no model."""
+        return None
+
+    def suites(self) -> dict[str, list[dict[str, Any]]]:
+        """Named lists of workloads a spec can ask for with `suite:`."""
+        return {}
+
+    def baselines(self, spec: JobSpec) -> list[dict[str, Any]]:
+        """Reference candidates measured once per job beside the search (vendor
+        libraries); `build`/`measure` receive them like any candidate and they are
+        recorded with `extra.baseline`, never as the job's best."""
+        return []
+
     @abstractmethod
     def space(self, spec: JobSpec) -> list[dict[str, Any]]:
         """Every candidate's parameters, in a fixed order."""

@@ -140,7 +140,11 @@ def refresh_job(conn: Any, job_id: int) -> None:
     )
     best = conn.execute(
         select(Trial.id, Trial.latency_median_s)
-        .where(Trial.job_id == job_id, Trial.status == TrialStatus.ok)
+        .where(
+            Trial.job_id == job_id,
+            Trial.status == TrialStatus.ok,
+            Trial.extra["baseline"].as_string().is_(None),  # a reference, not a result
+        )
         .order_by(Trial.latency_median_s)
         .limit(1)
     ).first()

@@ -62,10 +62,18 @@ class TargetSpec(_Strict):
 class SearchSpec(_Strict):
     """How candidates are chosen: strategy, how many in all, how many per batch."""
 
-    strategy: Literal["exhaustive", "random"] = "exhaustive"
+    strategy: Literal["exhaustive", "random", "model"] = "exhaustive"
     budget: PositiveInt | None = Field(None, description="trials in all; default: the whole space")
     batch_size: PositiveInt = 16
     seed: int = 0
+    cost_model: Literal["combined", "analytical", "xgboost"] = Field(
+        "combined",
+        description="model strategy: XGBoost with the analytical prediction as a feature, "
+        "the analytical model alone, or XGBoost alone",
+    )
+    explore: float = Field(
+        0.1, ge=0, le=1, description="model strategy: share of each batch picked at random"
+    )
 
 
 class MeasureSpec(_Strict):
@@ -141,8 +149,31 @@ def parse_spec(data: Any, source: str = "spec") -> JobSpec:
         raise SpecError(f"{source}: invalid job spec\n{_format_errors(exc)}") from None
 
 
-def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a spec file (.yaml, .yml or .json)."""
+def expand_suite(data: Any, source: str = "spec") -> list[Any]:
+    """A spec naming `suite:` instead of `workload:` stands for one spec per workload of
+    that suite (the kind's named suites); any other spec stands for itself."""
+    if not isinstance(data, dict) or "suite" not in data:
+        return [data]
+    from tunelab.platform.kinds import get_kind
+
+    rest = {k: v for k, v in data.items() if k != "suite"}
+    if "workload" in rest:
+        raise SpecError(f"{source}: give either suite or workload, not both")
+    try:
+        kind = get_kind(str(rest.get("kind")))
+    except KeyError as exc:
+        raise SpecError(f"{source}: {exc.args[0]}") from None
+    suites = kind.suites()
+    name = data["suite"]
+    if name not in suites:
+        known = ", ".join(sorted(suites)) or "none"
+        raise SpecError(f"{source}: suite: unknown suite {name!r} (known: {known})")
+    base = rest.get("name", name)
+    return [{**rest, "workload": w, "name": f"{base}/{kind.describe(w)}"} for w in suites[name]]
+
+
+def read_spec_data(path: str | Path) -> Any:
+    """The parsed (not validated) contents of a spec file."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
@@ -151,4 +182,17 @@ def load_spec(path: str | Path) -> JobSpec:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SpecError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+    return data
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read and validate a spec file (.yaml, .yml or .json) that names one workload."""
+    data = read_spec_data(path)
+    if isinstance(data, dict) and "suite" in data:
+        raise SpecError(f"{path}: names a suite: use load_specs")
     return parse_spec(data, str(path))
+
+
+def load_specs(path: str | Path) -> list[JobSpec]:
+    """Read and validate a spec file; a `suite:` spec gives one job spec per workload."""
+    return [parse_spec(d, str(path)) for d in expand_suite(read_spec_data(path), str(path))]

@@ -6,22 +6,51 @@ already recorded, so a resumed job continues exactly where the dead driver stopp
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from tunelab.platform.cost_model import ANALYTICAL, XGBCostModel, feature_matrix
 from tunelab.platform.kinds import candidate_key
 from tunelab.platform.spec import SearchSpec
 
+Featurize = Callable[[dict[str, Any]], "dict[str, float] | None"]
+
 
 class SearchStrategy(ABC):
-    """Proposes batches of candidates from a fixed space."""
+    """Proposes batches of candidates from a fixed space.
 
-    def __init__(self, space: list[dict[str, Any]], search: SearchSpec) -> None:
+    With a `featurize` function (the kind's model features), every proposed candidate
+    carries a predicted cost, made before it is measured: the analytical one here,
+    the cost model's in the `model` strategy. `tell` feeds measurements back.
+    """
+
+    def __init__(
+        self, space: list[dict[str, Any]], search: SearchSpec, featurize: Featurize | None = None
+    ) -> None:
         self.space = space
         self.search = search
         self.keys = [candidate_key(p) for p in space]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.features = [featurize(p) for p in space] if featurize else [None] * len(space)
+        self.predictions: dict[str, tuple[float, str]] = {}
+        self.observed: dict[str, float | None] = {}
+
+    def tell(self, key: str, seconds: float | None) -> None:
+        """A measured latency (None: the candidate failed)."""
+        if key in self.index:
+            self.observed[key] = seconds
+
+    def prediction(self, key: str) -> tuple[float, str] | None:
+        """(predicted seconds, model version) made for `key` before it was measured."""
+        if key in self.predictions:
+            return self.predictions[key]
+        i = self.index.get(key)
+        pred = self.features[i].get(ANALYTICAL) if i is not None and self.features[i] else None
+        return (pred, "analytical") if pred is not None and math.isfinite(pred) else None
 
     @property
     def total(self) -> int:
@@ -36,8 +65,10 @@ class SearchStrategy(ABC):
 class _OrderedStrategy(SearchStrategy):
     """Walks a fixed order of the space and plans its first `total` candidates."""
 
-    def __init__(self, space: list[dict[str, Any]], search: SearchSpec) -> None:
-        super().__init__(space, search)
+    def __init__(
+        self, space: list[dict[str, Any]], search: SearchSpec, featurize: Featurize | None = None
+    ) -> None:
+        super().__init__(space, search, featurize)
         self.plan = self.order()[: self.total]
         self._cursor = 0
 
@@ -69,11 +100,103 @@ class RandomSearch(_OrderedStrategy):
         return [int(i) for i in rng.permutation(len(self.space))]
 
 
+class ModelStrategy(SearchStrategy):
+    """Each batch: the candidates the cost model ranks fastest, plus `explore` at random.
+
+    `cost_model: analytical` ranks by the kind's analytical prediction alone and never
+    retrains; `xgboost` fits XGBoost to the knobs alone (random until it has data);
+    `combined` fits XGBoost to the knobs, derived quantities and the log of the
+    analytical prediction, ranking by the analytical model until the first fit. The
+    model is refitted whenever a batch worth of new measurements has arrived.
+    """
+
+    MIN_FIT = 4
+
+    def __init__(
+        self, space: list[dict[str, Any]], search: SearchSpec, featurize: Featurize | None = None
+    ) -> None:
+        super().__init__(space, search, featurize)
+        if featurize is None and search.cost_model != "xgboost":
+            raise ValueError("this job kind has no performance model; use cost_model: xgboost")
+        kind = search.cost_model
+        if kind == "xgboost":
+            knobs = [
+                {k: float(v) for k, v in p.items() if isinstance(v, int | float)} for p in space
+            ]
+            self.x = feature_matrix(knobs, with_analytical=False)
+        else:
+            self.x = feature_matrix(self.features, with_analytical=True)
+        analytical = [f.get(ANALYTICAL) if f else None for f in self.features]
+        self.analytical = np.array([a if a and math.isfinite(a) else np.inf for a in analytical])
+        self.model = XGBCostModel(seed=search.seed)
+        self.fitted_on = 0
+        self.rounds = 0
+        self.rng = np.random.default_rng(search.seed)
+
+    @property
+    def total(self) -> int:
+        return min(self.search.budget or len(self.space), len(self.space))
+
+    def _scores(self) -> tuple[np.ndarray, str] | None:
+        """Predicted seconds for every candidate and the model version, or None (random)."""
+        measured = [(self.index[k], v) for k, v in self.observed.items()]
+        if self.search.cost_model != "analytical" and len(measured) >= self.MIN_FIT:
+            if (
+                len(measured) - self.fitted_on >= min(self.search.batch_size, 8)
+                or not self.fitted_on
+            ):
+                ok = [v for _, v in measured if v is not None and v > 0]
+                worst = math.log(max(ok)) + 1.0 if ok else 0.0
+                y = np.array([math.log(v) if v else worst for _, v in measured])
+                self.model.fit(self.x[[i for i, _ in measured]], y)
+                self.fitted_on = len(measured)
+            return np.exp(
+                self.model.predict(self.x)
+            ), f"xgboost-{self.search.cost_model}-v{self.model.version}"
+        if self.search.cost_model == "xgboost":
+            return None
+        return self.analytical, "analytical"
+
+    def propose(self, n: int, exclude: set[str]) -> list[tuple[str, dict[str, Any]]]:
+        planned = len(exclude | set(self.observed))
+        n = min(n, self.total - planned)
+        if n <= 0:
+            return []
+        free = np.array(
+            [i for i, k in enumerate(self.keys) if k not in exclude and k not in self.observed]
+        )
+        if not len(free):
+            return []
+        scored = self._scores()
+        self.rounds += 1
+        if scored is None:
+            chosen = list(self.rng.choice(free, size=min(n, len(free)), replace=False))
+            version, scores = "random", None
+        else:
+            scores, version = scored
+            n_explore = min(len(free), round(self.search.explore * n))
+            ranked = free[np.argsort(scores[free], kind="stable")]
+            chosen = list(ranked[: n - n_explore])
+            rest = np.setdiff1d(free, chosen)
+            if n_explore and len(rest):
+                chosen += list(self.rng.choice(rest, size=min(n_explore, len(rest)), replace=False))
+        out = []
+        for i in chosen:
+            key = self.keys[int(i)]
+            if scores is not None and math.isfinite(scores[int(i)]):
+                self.predictions[key] = (float(scores[int(i)]), version)
+            out.append((key, self.space[int(i)]))
+        return out
+
+
 STRATEGIES: dict[str, type[SearchStrategy]] = {
     "exhaustive": Exhaustive,
     "random": RandomSearch,
+    "model": ModelStrategy,
 }
 
 
-def make_strategy(space: list[dict[str, Any]], search: SearchSpec) -> SearchStrategy:
-    return STRATEGIES[search.strategy](space, search)
+def make_strategy(
+    space: list[dict[str, Any]], search: SearchSpec, featurize: Featurize | None = None
+) -> SearchStrategy:
+    return STRATEGIES[search.strategy](space, search, featurize)

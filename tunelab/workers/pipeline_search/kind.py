@@ -1,8 +1,9 @@
-"""The `pipeline-search` job kind: search tiling and pipeline stages of a GEMM on TVM."""
+"""The `pipeline-search` job kind: search tiling and two-level pipeline stages on TVM."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import pickle
 import re
@@ -14,7 +15,15 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    RootModel,
+    field_validator,
+    model_validator,
+)
 
 from tunelab.platform.kinds import (
     BuildError,
@@ -26,43 +35,51 @@ from tunelab.platform.kinds import (
     WrongResult,
 )
 from tunelab.platform.spec import JobSpec
+from tunelab.workers.pipeline_search.workloads import (
+    Conv2dWorkload,
+    GemmWorkload,
+    Workload,
+    arg_shapes,
+    parse_workload,
+    reference,
+)
 
 CPU_SPACE: dict[str, list[int]] = {
     "tile_m": [16, 32, 64],
     "tile_n": [32, 64, 128],
-    "tile_k": [16, 32, 64],
-    "micro_m": [2, 4, 8],
-    "micro_n": [8, 16, 32],
+    "tile_k": [16, 32],
+    "micro_m": [4, 8],
+    "micro_n": [8, 16],
     "stages": [1, 2, 3],
+    "reg_stages": [1, 2, 4],
 }
+# ALCOP's dense template (REFERENCE.md 1c): 1,620 pipelined configurations (stages 2-6)
+# plus the same space unpipelined (stages 1, reg_stages 1), the vanilla-TVM baseline.
 CUDA_SPACE: dict[str, list[int]] = {
-    "block_m": [32, 64, 128],
-    "block_n": [32, 64, 128],
-    "block_k": [16, 32],
-    "thread_m": [4, 8],
-    "thread_n": [4, 8],
-    "vector": [4, 8],
-    "stages": [1, 2, 3, 4],
+    "block_row_warps": [1, 2, 4],
+    "block_col_warps": [1, 2, 4],
+    "warp_row_tiles": [1, 2, 4],
+    "warp_col_tiles": [1, 2],
+    "chunk": [2, 4],
+    "stages": [1, 2, 3, 4, 5, 6],
+    "reg_stages": [1, 2, 4],
 }
 # Limits of every sm_80+ GPU; a candidate beyond them is recorded `invalid`, not built.
 CUDA_MAX_THREADS = 1024
 CUDA_MAX_SMEM = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024}
 CUDA_REGS_PER_SM = 65536
+CUDA_MAX_REGS_PER_THREAD = 255
 # Largest |out - ref| allowed, relative to max |ref|.
 TOLERANCE = {"float32": 1e-5, "float16": 1e-3}
 
 
-class GemmWorkload(BaseModel):
-    """C[M, N] = A[M, K] @ B[K, N] with float32 accumulation."""
+class PipelineWorkload(RootModel[Workload]):
+    """A GEMM, batched GEMM (`batch` > 1) or conv2d (`op: conv2d`); `op` defaults to gemm."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    op: Literal["gemm"] = "gemm"
-    M: PositiveInt
-    N: PositiveInt
-    K: PositiveInt
-    dtype: Literal["float32", "float16"] = "float32"
-    acc_dtype: Literal["float32"] = "float32"
+    @model_validator(mode="before")
+    @classmethod
+    def _default_op(cls, data: Any) -> Any:
+        return {"op": "gemm", **data} if isinstance(data, dict) else data
 
 
 class PipelineSpace(BaseModel):
@@ -75,13 +92,13 @@ class PipelineSpace(BaseModel):
     tile_k: list[PositiveInt] | None = None
     micro_m: list[PositiveInt] | None = None
     micro_n: list[PositiveInt] | None = None
-    block_m: list[PositiveInt] | None = None
-    block_n: list[PositiveInt] | None = None
-    block_k: list[PositiveInt] | None = None
-    thread_m: list[PositiveInt] | None = None
-    thread_n: list[PositiveInt] | None = None
-    vector: list[Literal[1, 2, 4, 8]] | None = None
-    stages: list[int] | None = Field(None, description="software-pipeline stages (1 = none)")
+    block_row_warps: list[Literal[1, 2, 4, 8]] | None = None
+    block_col_warps: list[Literal[1, 2, 4, 8]] | None = None
+    warp_row_tiles: list[Literal[1, 2, 4, 8]] | None = None
+    warp_col_tiles: list[Literal[1, 2, 4, 8]] | None = None
+    chunk: list[Literal[1, 2, 4, 8]] | None = None
+    stages: list[int] | None = Field(None, description="outer (shared/cache) stages, 1 = none")
+    reg_stages: list[Literal[1, 2, 4]] | None = Field(None, description="register stages")
 
     @field_validator("*")
     @classmethod
@@ -104,22 +121,20 @@ def _base_space(spec: JobSpec) -> dict[str, list[int]]:
     return {name: overrides.get(name, values) for name, values in base.items()}
 
 
-def _fits(wl: GemmWorkload, p: dict[str, int], cuda: bool) -> bool:
+def _fits(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int], cuda: bool) -> bool:
+    """Tiles divide N and K (M may be ragged for conv2d: its rows are predicated)."""
+    _, m, n, k = wl.gemm_shape()
     if cuda:
-        return (
-            wl.M % p["block_m"] == 0
-            and wl.N % p["block_n"] == 0
-            and wl.K % p["block_k"] == 0
-            and p["block_m"] % p["thread_m"] == 0
-            and p["block_n"] % p["thread_n"] == 0
-        )
-    return (
-        wl.M % p["tile_m"] == 0
-        and wl.N % p["tile_n"] == 0
-        and wl.K % p["tile_k"] == 0
-        and p["tile_m"] % p["micro_m"] == 0
-        and p["tile_n"] % p["micro_n"] == 0
-    )
+        from tunelab.workers.pipeline_search.schedules import cuda_tiles
+
+        t = cuda_tiles(p)
+        bm, bn, bk = t["block_m"], t["block_n"], t["block_k"]
+    else:
+        bm, bn, bk = p["tile_m"], p["tile_n"], p["tile_k"]
+        if bm % p["micro_m"] or bn % p["micro_n"]:
+            return False
+    ragged_m = isinstance(wl, Conv2dWorkload) and m > bm
+    return (m % bm == 0 or ragged_m) and n % bn == 0 and k % bk == 0
 
 
 def find_nvcc() -> str | None:
@@ -172,10 +187,11 @@ def _llvm_target(mcpu: str | None) -> Any:
 
 
 class PipelineSearch(JobKind):
-    """GEMM with tiling and software-pipeline stages, built with TVM for llvm or cuda."""
+    """GEMM-shaped tensor programs (GEMM, batched GEMM, conv2d as implicit GEMM) with
+    two-level software pipelining, built with TVM for llvm or cuda."""
 
     name = "pipeline-search"
-    workload_model = GemmWorkload
+    workload_model = PipelineWorkload
     space_model = PipelineSpace
 
     def validate_spec(self, spec: JobSpec) -> None:
@@ -187,7 +203,7 @@ class PipelineSearch(JobKind):
                 f"(its parameters: {', '.join(allowed)})"
             )
         if not self.space(spec):
-            raise ValueError("space: no candidate divides the workload's M, N and K")
+            raise ValueError("space: no candidate's tiles divide the workload's N and K")
 
     def resolve_spec(self, spec: JobSpec, on_worker: Callable[[Callable[[], Any]], Any]) -> JobSpec:
         """Build for the CPU the measurements run on, not for whichever node builds."""
@@ -199,12 +215,10 @@ class PipelineSearch(JobKind):
         return spec.model_copy(update={"target": target})
 
     def describe(self, workload: dict[str, Any]) -> str:
-        wl = self.workload_model.model_validate(workload)
-        assert isinstance(wl, GemmWorkload)
-        return f"gemm {wl.M}x{wl.N}x{wl.K} {wl.dtype}"
+        return parse_workload(workload).describe()
 
     def space(self, spec: JobSpec) -> list[dict[str, Any]]:
-        wl = GemmWorkload.model_validate(spec.workload)
+        wl = parse_workload(spec.workload)
         base = _base_space(spec)
         names = list(base)
         cuda = spec.target.kind == "cuda"
@@ -215,19 +229,48 @@ class PipelineSearch(JobKind):
                 out.append(params)
         return out
 
+    def suites(self) -> dict[str, list[dict[str, Any]]]:
+        from tunelab.workers.pipeline_search.workloads import SUITES
+
+        return SUITES
+
+    def model_features(self, spec: JobSpec, params: dict[str, Any]) -> dict[str, float] | None:
+        if "baseline" in params:
+            return None
+        from tunelab.workers.pipeline_search.perf_model import features
+
+        wl = parse_workload(spec.workload)
+        return features(wl.gemm_shape(), params, wl.dtype, spec.target)
+
+    def baselines(self, spec: JobSpec) -> list[dict[str, Any]]:
+        # cuBLAS through torch.matmul on a GPU; NumPy's BLAS on the CPU. conv2d has no
+        # GEMM library baseline here (its im2col would be measured, not the library's conv).
+        if spec.measure.build_only or parse_workload(spec.workload).op != "gemm":
+            return []
+        return [{"baseline": "cublas" if spec.target.kind == "cuda" else "numpy"}]
+
     # -- build (CPU task) ---------------------------------------------------------------
 
     def build(self, spec: JobSpec, params: dict[str, Any]) -> Built:
-        wl = GemmWorkload.model_validate(spec.workload)
+        if "baseline" in params:
+            return Built(b"", {"baseline": params["baseline"]})
+        wl = parse_workload(spec.workload)
         if spec.target.kind == "cuda":
             return self._build_cuda(spec, wl, params)
         return self._build_llvm(spec, wl, params)
 
-    def _build_llvm(self, spec: JobSpec, wl: GemmWorkload, p: dict[str, Any]) -> Built:
-        from tunelab.workers.pipeline_search.gemm import compile_schedule, schedule_cpu
+    def _build_llvm(
+        self, spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, p: dict[str, Any]
+    ) -> Built:
+        from tunelab.workers.pipeline_search.schedules import (
+            compile_schedule,
+            pipeline,
+            schedule_cpu,
+        )
 
         try:
-            sch = schedule_cpu(wl.M, wl.N, wl.K, wl.dtype, p)
+            sch = schedule_cpu(wl, p)
+            pipelined = pipeline(sch, p, asynchronous=False)
             ex = compile_schedule(sch, _llvm_target(spec.target.mcpu))
         except Exception as exc:  # TVM raises many types; all mean this candidate failed
             raise BuildError(f"{type(exc).__name__}: {exc}") from None
@@ -236,60 +279,68 @@ class PipelineSearch(JobKind):
             ex.export_library(path)
             with open(path, "rb") as f:
                 artifact = f.read()
-        return Built(artifact, {"pipelined": _pipelined(p, "local")})
+        return Built(artifact, {"pipelined": pipelined})
 
-    def _build_cuda(self, spec: JobSpec, wl: GemmWorkload, p: dict[str, Any]) -> Built:
+    def _build_cuda(
+        self, spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, p: dict[str, Any]
+    ) -> Built:
         import tvm
 
-        from tunelab.workers.pipeline_search.gemm import (
+        from tunelab.workers.pipeline_search.schedules import (
             compile_schedule,
             cuda_shared_bytes,
-            cuda_threads,
+            cuda_tiles,
+            cuda_vector,
+            pipeline,
             schedule_cuda,
         )
 
         arch = spec.target.arch or "sm_80"
-        n_tx, n_ty = cuda_threads(p)
-        smem = cuda_shared_bytes(p, 2 if wl.dtype == "float16" else 4)
+        t = cuda_tiles(p)
+        threads = t["threads_x"] * t["threads_y"]
+        smem = cuda_shared_bytes(p, wl.dtype)
         smem_limit = CUDA_MAX_SMEM.get(arch.rstrip("a"), 99 * 1024)
-        if n_tx * n_ty > CUDA_MAX_THREADS:
-            raise InvalidCandidate(f"{n_tx * n_ty} threads per block > {CUDA_MAX_THREADS}")
+        if threads > CUDA_MAX_THREADS:
+            raise InvalidCandidate(f"{threads} threads per block > {CUDA_MAX_THREADS}")
         if smem > smem_limit:
             raise InvalidCandidate(f"{smem} bytes of shared memory > {smem_limit} on {arch}")
-        per_copy = n_tx * n_ty * p["vector"]
-        for name, elems in (("A", p["block_m"] * p["block_k"]), ("B", p["block_k"] * p["block_n"])):
-            if elems % per_copy:
+        vec = cuda_vector(p, wl.dtype)
+        for name, elems in (("A", t["block_m"] * t["block_k"]), ("B", t["block_k"] * t["block_n"])):
+            if elems % (threads * vec):
                 raise InvalidCandidate(
                     f"the {name} tile ({elems} elements) does not split evenly into "
-                    f"{n_tx * n_ty} threads x {p['vector']}-wide copies"
+                    f"{threads} threads' copies"
                 )
         try:
-            sch = schedule_cuda(wl.M, wl.N, wl.K, wl.dtype, p)
+            sch = schedule_cuda(wl, p)
+            pipelined = pipeline(sch, p, asynchronous=True)
             ex = compile_schedule(sch, tvm.target.Target({"kind": "cuda", "arch": arch}))
             source = ex.mod.imports[0].inspect_source()
         except Exception as exc:
             raise BuildError(f"{type(exc).__name__}: {exc}") from None
         cubin, usage = nvcc_compile(source, arch, spec.measure.build_timeout_s)
-        if usage.get("registers", 0) * n_tx * n_ty > CUDA_REGS_PER_SM:
-            raise InvalidCandidate(f"{usage['registers']} registers x {n_tx * n_ty} threads")
+        regs = usage.get("registers", 0)
+        if regs * threads > CUDA_REGS_PER_SM:
+            raise InvalidCandidate(f"{regs} registers x {threads} threads > {CUDA_REGS_PER_SM}")
         kernel = re.search(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(", source)
+        batch, m, n, _ = wl.gemm_shape()
         bundle = {
             "cubin": cubin,
             "source": source,
             "kernel": kernel.group(1) if kernel else None,
-            "grid": [wl.N // p["block_n"], wl.M // p["block_m"], 1],
-            "block": [n_tx, n_ty, 1],
+            "grid": [-(-n // t["block_n"]), -(-m // t["block_m"]), batch],
+            "block": [t["threads_x"], t["threads_y"], 1],
             "dynamic_smem_bytes": smem if "extern __shared__" in source else 0,
             "args": [
-                {"name": "A", "shape": [wl.M, wl.K], "dtype": wl.dtype},
-                {"name": "B", "shape": [wl.K, wl.N], "dtype": wl.dtype},
-                {"name": "C", "shape": [wl.M, wl.N], "dtype": wl.acc_dtype},
+                {"name": name, "shape": list(shape), "dtype": dtype}
+                for name, shape, dtype in arg_shapes(wl)
             ],
         }
         info = {
-            "pipelined": _pipelined(p, "shared"),
+            "pipelined": pipelined,
             "cp_async": source.count("cp.async"),
             "shared_bytes": smem,
+            "vector": vec,
             **usage,
         }
         return Built(pickle.dumps(bundle), info)
@@ -300,27 +351,33 @@ class PipelineSearch(JobKind):
         self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]
     ) -> Measurement:
         if spec.target.kind == "cuda":
-            raise RunError("measuring CUDA kernels needs the GPU runner, which is not built yet")
+            from tunelab.workers.pipeline_search.gpu import measure_cuda
+
+            return measure_cuda(spec, params, built, cache)
+        if "baseline" in params:
+            return measure_numpy(spec, cache)
         return measure_llvm(spec, built, cache)
 
 
-def _pipelined(p: dict[str, Any], scope: str) -> list[dict[str, Any]]:
-    """Which buffers this candidate pipelines, at which level, with how many stages."""
-    if p["stages"] <= 1:
-        return []
-    return [{"buffer": b, "level": f"global->{scope}", "stages": p["stages"]} for b in "AB"]
+def _llvm_target(mcpu: str | None) -> Any:
+    import tvm
+
+    target: dict[str, Any] = {"kind": "llvm"}
+    if mcpu:
+        target["mcpu"] = mcpu
+    return tvm.target.Target(target)
 
 
-def reference_data(workload: dict[str, Any], cache: dict[str, Any]) -> tuple[Any, ...]:
-    """Seeded inputs and the NumPy result for a GEMM workload, computed once per worker."""
-    key = ("gemm", tuple(sorted(workload.items())))
+def reference_data(workload: dict[str, Any], cache: dict[str, Any]) -> tuple[list[Any], Any]:
+    """Seeded inputs and the exact result for a workload, computed once per worker."""
+    key = ("ref", json.dumps(workload, sort_keys=True))
     if key not in cache:
-        wl = GemmWorkload.model_validate(workload)
+        wl = parse_workload(workload)
         rng = np.random.default_rng(0)
-        a = rng.uniform(-1, 1, (wl.M, wl.K)).astype(wl.dtype)
-        b = rng.uniform(-1, 1, (wl.K, wl.N)).astype(wl.dtype)
-        ref = a.astype(np.float64) @ b.astype(np.float64)
-        cache[key] = (a, b, ref)
+        inputs = [
+            rng.uniform(-1, 1, shape).astype(dtype) for _, shape, dtype in arg_shapes(wl)[:-1]
+        ]
+        cache[key] = (inputs, reference(wl, inputs))
     return cache[key]
 
 
@@ -363,22 +420,45 @@ def time_module(mod: Any, args: list[Any], spec: JobSpec, func: str = "main") ->
 def measure_llvm(spec: JobSpec, built: Built, cache: dict[str, Any]) -> Measurement:
     import tvm
 
-    wl = GemmWorkload.model_validate(spec.workload)
-    a, b, ref = reference_data(spec.workload, cache)
+    wl = parse_workload(spec.workload)
+    inputs, ref = reference_data(spec.workload, cache)
+    _, out_shape, out_dtype = arg_shapes(wl)[-1]
     dev = tvm.cpu()
     try:
         mod = load_llvm_module(built.artifact)
-        args = [
-            tvm.runtime.tensor(a, dev),
-            tvm.runtime.tensor(b, dev),
-            tvm.runtime.tensor(np.full((wl.M, wl.N), np.nan, wl.acc_dtype), dev),
-        ]
+        args = [tvm.runtime.tensor(x, dev) for x in inputs]
+        args.append(tvm.runtime.tensor(np.full(out_shape, np.nan, out_dtype), dev))
         t0 = time.perf_counter()
         mod["main"](*args)
         first_run_s = time.perf_counter() - t0
     except Exception as exc:
         raise RunError(f"{type(exc).__name__}: {exc}") from None
     if spec.measure.check:
-        check_output(args[2].numpy(), ref, wl.dtype)
+        check_output(args[-1].numpy(), ref, wl.dtype)
     latencies = time_module(mod, args, spec)
     return Measurement(latencies, {"first_run_s": first_run_s})
+
+
+def measure_numpy(spec: JobSpec, cache: dict[str, Any]) -> Measurement:
+    """The CPU library baseline: NumPy's matmul (its BLAS), same inputs, same repeats."""
+    wl = parse_workload(spec.workload)
+    inputs, ref = reference_data(spec.workload, cache)
+    a, b = (x.astype(wl.acc_dtype) for x in inputs)  # BLAS has no fp16 GEMM on the CPU
+    out = np.matmul(a, b)
+    if spec.measure.check:
+        check_output(out, ref, wl.dtype)
+    m = spec.measure
+    for _ in range(m.warmup):
+        np.matmul(a, b, out=out)
+    latencies = []
+    for _ in range(m.repeats):
+        runs, t0 = 0, time.perf_counter()
+        while True:
+            for _ in range(m.number):
+                np.matmul(a, b, out=out)
+            runs += m.number
+            elapsed = time.perf_counter() - t0
+            if elapsed * 1000 >= m.min_repeat_ms:
+                break
+        latencies.append(elapsed / runs)
+    return Measurement(latencies, {"library": "numpy " + np.__version__})

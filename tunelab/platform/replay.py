@@ -1,0 +1,180 @@
+"""Replay: answer measurements from a recorded exhaustive sweep instead of a device.
+
+A sweep is a job that measured its whole space. Replaying a strategy against it gives
+the same candidates the recorded latencies, so strategies are compared offline,
+deterministically and in seconds. A sweep is read from the database (a job id) or from
+a file written by `save_sweep` (JSON, optionally gzipped: the job's spec and one row
+per trial), which is how the committed sweeps under `bench/data/` travel.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tunelab.platform import jobs
+from tunelab.platform.kinds import candidate_key, get_kind
+from tunelab.platform.recorder import Recorder
+from tunelab.platform.spec import JobSpec, SearchSpec, parse_spec
+from tunelab.platform.strategies import make_strategy
+from tunelab.schema.models import JobStatus, TrialStatus
+
+
+class ReplayError(Exception):
+    """The sweep cannot answer this replay (missing, incomplete, or not a sweep)."""
+
+
+@dataclass
+class Sweep:
+    """A recorded job: its spec, and per candidate its status and latencies."""
+
+    spec: JobSpec
+    trials: dict[str, dict[str, Any]]  # candidate key -> {params, status, latency_s, extra}
+    source: str = ""
+
+    def latency(self, key: str) -> float | None:
+        """Median seconds of a candidate, None if it failed; ReplayError if never measured."""
+        if key not in self.trials:
+            raise ReplayError(f"{self.source}: candidate {key} was not measured in the sweep")
+        t = self.trials[key]
+        return t["latency_s"] if t["status"] == "ok" else None
+
+    def best(self) -> float:
+        """The best searched (non-baseline) latency of the sweep."""
+        values = [self.latency(k) for k, t in self.trials.items() if "baseline" not in t["params"]]
+        ok = [v for v in values if v is not None]
+        if not ok:
+            raise ReplayError(f"{self.source}: no successful trial to replay against")
+        return min(ok)
+
+
+def load_sweep(source: str | int | Path, engine: Engine | None = None) -> Sweep:
+    """A sweep from a job id (in `engine`'s database) or a sweep file."""
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        if engine is None:
+            raise ReplayError("a job id needs a database")
+        job = jobs.get_job(engine, int(source))
+        rows = {
+            t.candidate: {
+                "params": t.params,
+                "status": str(t.status),
+                "latency_s": t.latency_median_s,
+                "extra": t.extra or {},
+            }
+            for t in jobs.trials(engine, job.id)
+        }
+        return Sweep(parse_spec(job.spec, f"job {job.id}"), rows, f"job {job.id}")
+    path = Path(source)
+    if not path.is_file():
+        raise ReplayError(f"{path}: no such sweep file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        data = json.load(f)
+    rows = {candidate_key(t["params"]): t for t in data["trials"]}
+    return Sweep(parse_spec(data["spec"], str(path)), rows, str(path))
+
+
+def save_sweep(engine: Engine, job_id: int, path: str | Path) -> int:
+    """Write a recorded job as a sweep file; returns the number of trials written."""
+    sweep = load_sweep(job_id, engine)
+    keep = ("pipelined", "baseline", "registers", "shared_bytes", "library")
+    trials = [
+        {
+            "params": t["params"],
+            "status": t["status"],
+            "latency_s": float(f"{t['latency_s']:.6g}") if t["latency_s"] else None,
+            "extra": {k: v for k, v in t["extra"].items() if k in keep},
+        }
+        for t in sweep.trials.values()
+    ]
+    data = {"spec": sweep.spec.model_dump(mode="json"), "trials": trials}
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt") as f:
+        json.dump(data, f, separators=(",", ":"))
+    return len(trials)
+
+
+@dataclass
+class ReplayResult:
+    """What a strategy did against a sweep, trial by trial."""
+
+    strategy: str
+    seed: int
+    keys: list[str] = field(default_factory=list)
+    latencies: list[float | None] = field(default_factory=list)
+    predictions: list[tuple[float, str] | None] = field(default_factory=list)
+
+    def best_so_far(self) -> list[float]:
+        best, out = math.inf, []
+        for v in self.latencies:
+            if v is not None:
+                best = min(best, v)
+            out.append(best)
+        return out
+
+    def trials_to_reach(self, target: float) -> int | None:
+        """1-based trial at which best-so-far first reaches `target` seconds or better."""
+        for i, b in enumerate(self.best_so_far()):
+            if b <= target:
+                return i + 1
+        return None
+
+
+def replay(sweep: Sweep, search: SearchSpec | dict[str, Any]) -> ReplayResult:
+    """Run a strategy against a sweep: the driver loop without Ray, a batch at a time."""
+    if isinstance(search, dict):
+        search = SearchSpec.model_validate({**sweep.spec.search.model_dump(), **search})
+    spec = sweep.spec.model_copy(update={"search": search})
+    kind = get_kind(spec.kind)
+    space = kind.space(spec)
+    strategy = make_strategy(space, search, lambda p: kind.model_features(spec, p))
+    result = ReplayResult(
+        search.strategy + (f"/{search.cost_model}" if search.strategy == "model" else ""),
+        search.seed,
+    )
+    done: set[str] = set()
+    while True:
+        batch = strategy.propose(search.batch_size, done)
+        if not batch:
+            return result
+        for key, _ in batch:
+            seconds = sweep.latency(key)
+            result.keys.append(key)
+            result.latencies.append(seconds)
+            result.predictions.append(strategy.prediction(key))
+            done.add(key)
+        for key, _ in batch:  # the batch is measured together, then the model learns
+            strategy.tell(key, sweep.latency(key))
+
+
+def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: SearchSpec) -> int:
+    """Store a replay as a completed job (its trials carry the recorded latencies and the
+    predictions made during the replay), so the dashboard can show it. Returns its id."""
+    spec = sweep.spec.model_copy(
+        update={"search": search, "name": f"{sweep.spec.name} replay {result.strategy}"}
+    )
+    job_id = jobs.create_job(engine, spec)
+    recorder = Recorder(engine, job_id)
+    for key, pred in zip(result.keys, result.predictions, strict=True):
+        t = sweep.trials[key]
+        extra = {**t.get("extra", {}), "replayed_from": sweep.source}
+        if pred is not None:
+            extra["model_version"] = pred[1]
+        recorder.add(
+            candidate=key,
+            params=t["params"],
+            status=TrialStatus(t["status"]),
+            latencies_s=[t["latency_s"]] if t["latency_s"] else None,  # the recorded median
+            predicted_cost=pred[0] if pred else None,
+            extra=extra,
+        )
+    recorder.flush()
+    jobs.finish(engine, job_id, JobStatus.completed)
+    return job_id
