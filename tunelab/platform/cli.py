@@ -28,6 +28,7 @@ from rich.table import Table
 
 from tunelab.config import resolve_db_url
 from tunelab.platform import api
+from tunelab.platform import jobs as jobs_mod
 from tunelab.platform.executor import JobError
 from tunelab.platform.executor import Progress as JobProgress
 from tunelab.platform.jobs import JobNotFound, JobStateError, display_status
@@ -186,6 +187,13 @@ def _summary(job_id: int, db: str | None, top: int = 5) -> None:
         out.print(_trials_table(f"Best {len(best)} trials", best))
     else:
         out.print("[yellow]no trial produced a correct, measured kernel[/]")
+    for t in jobs_mod.baseline_trials(get_engine(db), job_id):
+        if t.status == "ok" and t.latency_median_s:
+            ratio = f"{t.latency_median_s / best[0].latency_median_s:.2f}x" if best else "-"
+            out.print(
+                f"baseline {t.params['baseline']}: {fmt_seconds(t.latency_median_s)} "
+                f"(best found is {ratio} its speed)"
+            )
     out.print(f"database: {redact(resolve_db_url(db))}")
 
 

@@ -433,7 +433,7 @@ class _LoopState:
             extra["earlier_attempts"] = item.errors
         predicted = self.strategy.prediction(item.key)
         if predicted is not None:
-            extra["model_version"] = predicted[1]
+            extra["model"], extra["model_version"] = predicted.model, predicted.version
         ok = status == TrialStatus.ok and bool(latencies)
         self.strategy.tell(item.key, statistics.median(latencies) if ok else None)
         self.recorder.add(
@@ -447,7 +447,7 @@ class _LoopState:
             error=error if error is not None else (outcome.error if outcome else None),
             worker_node=outcome.node if outcome else None,
             environment=outcome.environment if outcome else None,
-            predicted_cost=predicted[0] if predicted is not None else None,
+            predicted_cost=predicted.seconds if predicted is not None else None,
             extra=extra,
             started_at=build.started_at if build else None,
         )

@@ -186,10 +186,15 @@ def trials(
     status: str | None = None,
     offset: int = 0,
 ) -> list[Trial]:
-    """A job's trials: with `top`, the fastest correct ones; else all in recording order."""
+    """A job's trials: with `top`, the fastest correct searched ones (library baselines
+    left out); else all in recording order."""
     stmt = select(Trial).where(Trial.job_id == job_id)
     if top is not None:
-        stmt = stmt.where(Trial.status == "ok").order_by(Trial.latency_median_s).limit(top)
+        stmt = (
+            stmt.where(Trial.status == "ok", Trial.extra["baseline"].as_string().is_(None))
+            .order_by(Trial.latency_median_s)
+            .limit(top)
+        )
     else:
         stmt = stmt.order_by(Trial.id)
     if status is not None:
@@ -198,6 +203,15 @@ def trials(
         stmt = stmt.offset(offset)
     with session_scope(engine) as s:
         return list(s.scalars(stmt))
+
+
+def baseline_trials(engine: Engine, job_id: int) -> list[Trial]:
+    """A job's library-baseline trials (`extra.baseline`)."""
+    stmt = select(Trial).where(
+        Trial.job_id == job_id, Trial.extra["baseline"].as_string().is_not(None)
+    )
+    with session_scope(engine) as s:
+        return list(s.scalars(stmt.order_by(Trial.id)))
 
 
 def environment(engine: Engine, environment_id: int) -> Environment | None:

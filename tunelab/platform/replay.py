@@ -22,7 +22,7 @@ from tunelab.platform import jobs
 from tunelab.platform.kinds import candidate_key, get_kind
 from tunelab.platform.recorder import Recorder
 from tunelab.platform.spec import JobSpec, SearchSpec, parse_spec
-from tunelab.platform.strategies import make_strategy
+from tunelab.platform.strategies import Prediction, make_strategy
 from tunelab.schema.models import JobStatus, TrialStatus
 
 
@@ -109,7 +109,7 @@ class ReplayResult:
     seed: int
     keys: list[str] = field(default_factory=list)
     latencies: list[float | None] = field(default_factory=list)
-    predictions: list[tuple[float, str] | None] = field(default_factory=list)
+    predictions: list[Prediction | None] = field(default_factory=list)
 
     def best_so_far(self) -> list[float]:
         best, out = math.inf, []
@@ -166,13 +166,13 @@ def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: Se
         t = sweep.trials[key]
         extra = {**t.get("extra", {}), "replayed_from": sweep.source}
         if pred is not None:
-            extra["model_version"] = pred[1]
+            extra["model"], extra["model_version"] = pred.model, pred.version
         recorder.add(
             candidate=key,
             params=t["params"],
             status=TrialStatus(t["status"]),
             latencies_s=[t["latency_s"]] if t["latency_s"] else None,  # the recorded median
-            predicted_cost=pred[0] if pred else None,
+            predicted_cost=pred.seconds if pred else None,
             extra=extra,
         )
     recorder.flush()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -18,6 +18,16 @@ from tunelab.platform.kinds import candidate_key
 from tunelab.platform.spec import SearchSpec
 
 Featurize = Callable[[dict[str, Any]], "dict[str, float] | None"]
+
+
+class Prediction(NamedTuple):
+    """A predicted cost, which model made it, and that model's version (fits so far;
+    0 for models that are not fitted). Trials record these as predicted_cost,
+    extra.model and extra.model_version."""
+
+    seconds: float
+    model: str
+    version: int
 
 
 class SearchStrategy(ABC):
@@ -36,7 +46,7 @@ class SearchStrategy(ABC):
         self.keys = [candidate_key(p) for p in space]
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.features = [featurize(p) for p in space] if featurize else [None] * len(space)
-        self.predictions: dict[str, tuple[float, str]] = {}
+        self.predictions: dict[str, Prediction] = {}
         self.observed: dict[str, float | None] = {}
 
     def tell(self, key: str, seconds: float | None) -> None:
@@ -44,13 +54,13 @@ class SearchStrategy(ABC):
         if key in self.index:
             self.observed[key] = seconds
 
-    def prediction(self, key: str) -> tuple[float, str] | None:
-        """(predicted seconds, model version) made for `key` before it was measured."""
+    def prediction(self, key: str) -> Prediction | None:
+        """The prediction made for `key` before it was measured, if any."""
         if key in self.predictions:
             return self.predictions[key]
         i = self.index.get(key)
         pred = self.features[i].get(ANALYTICAL) if i is not None and self.features[i] else None
-        return (pred, "analytical") if pred is not None and math.isfinite(pred) else None
+        return Prediction(pred, "analytical", 0) if pred and math.isfinite(pred) else None
 
     @property
     def total(self) -> int:
@@ -118,8 +128,7 @@ class ModelStrategy(SearchStrategy):
         super().__init__(space, search, featurize)
         if featurize is None and search.cost_model != "xgboost":
             raise ValueError("this job kind has no performance model; use cost_model: xgboost")
-        kind = search.cost_model
-        if kind == "xgboost":
+        if search.cost_model == "xgboost":
             knobs = [
                 {k: float(v) for k, v in p.items() if isinstance(v, int | float)} for p in space
             ]
@@ -130,15 +139,10 @@ class ModelStrategy(SearchStrategy):
         self.analytical = np.array([a if a and math.isfinite(a) else np.inf for a in analytical])
         self.model = XGBCostModel(seed=search.seed)
         self.fitted_on = 0
-        self.rounds = 0
         self.rng = np.random.default_rng(search.seed)
 
-    @property
-    def total(self) -> int:
-        return min(self.search.budget or len(self.space), len(self.space))
-
-    def _scores(self) -> tuple[np.ndarray, str] | None:
-        """Predicted seconds for every candidate and the model version, or None (random)."""
+    def _scores(self) -> tuple[np.ndarray, str, int] | None:
+        """Predicted seconds for every candidate, the model and its version; None: random."""
         measured = [(self.index[k], v) for k, v in self.observed.items()]
         if self.search.cost_model != "analytical" and len(measured) >= self.MIN_FIT:
             if (
@@ -150,15 +154,14 @@ class ModelStrategy(SearchStrategy):
                 y = np.array([math.log(v) if v else worst for _, v in measured])
                 self.model.fit(self.x[[i for i, _ in measured]], y)
                 self.fitted_on = len(measured)
-            return np.exp(
-                self.model.predict(self.x)
-            ), f"xgboost-{self.search.cost_model}-v{self.model.version}"
+            scores = np.exp(self.model.predict(self.x))
+            return scores, f"xgboost-{self.search.cost_model}", self.model.version
         if self.search.cost_model == "xgboost":
             return None
-        return self.analytical, "analytical"
+        return self.analytical, "analytical", 0
 
     def propose(self, n: int, exclude: set[str]) -> list[tuple[str, dict[str, Any]]]:
-        planned = len(exclude | set(self.observed))
+        planned = sum(1 for k in exclude | set(self.observed) if k in self.index)
         n = min(n, self.total - planned)
         if n <= 0:
             return []
@@ -168,12 +171,11 @@ class ModelStrategy(SearchStrategy):
         if not len(free):
             return []
         scored = self._scores()
-        self.rounds += 1
         if scored is None:
             chosen = list(self.rng.choice(free, size=min(n, len(free)), replace=False))
-            version, scores = "random", None
+            scores = None
         else:
-            scores, version = scored
+            scores, model, version = scored
             n_explore = min(len(free), round(self.search.explore * n))
             ranked = free[np.argsort(scores[free], kind="stable")]
             chosen = list(ranked[: n - n_explore])
@@ -184,7 +186,7 @@ class ModelStrategy(SearchStrategy):
         for i in chosen:
             key = self.keys[int(i)]
             if scores is not None and math.isfinite(scores[int(i)]):
-                self.predictions[key] = (float(scores[int(i)]), version)
+                self.predictions[key] = Prediction(float(scores[int(i)]), model, version)
             out.append((key, self.space[int(i)]))
         return out
 

@@ -1,0 +1,110 @@
+"""Best pipelined vs best unpipelined kernel per workload, and vs the vendor library.
+
+Two sources, one table (geometric mean last):
+- committed sweeps (bench/data/*.json.gz): every candidate measured, so "best
+  pipelined" and "best unpipelined" are exact over the space;
+- `--suite NAME`: runs, per workload of the suite, a `model` search of the whole space
+  (budget `--budget`) and an exhaustive search of the unpipelined subspace (stages 1,
+  reg_stages 1; the vanilla-TVM baseline), both with the library baseline recorded,
+  on the target of `--target` (llvm here; cuda on a GPU cluster).
+
+    python bench/pipelining.py [--suite cpu-small --budget 32] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tunelab.platform import api
+from tunelab.platform.kinds import get_kind
+from tunelab.platform.replay import Sweep, load_sweep
+from tunelab.schema.db import get_engine
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def best_by_variant(sweeps: list[Sweep]) -> dict[str, float]:
+    """Best latency of pipelined, unpipelined and each baseline over one workload."""
+    best: dict[str, float] = {}
+    for sweep in sweeps:
+        for key, t in sweep.trials.items():
+            seconds = sweep.latency(key)
+            if seconds is None:
+                continue
+            p = t["params"]
+            if "baseline" in p:
+                variant = p["baseline"]
+            elif p.get("stages", 1) > 1 or p.get("reg_stages", 1) > 1:
+                variant = "pipelined"
+            else:
+                variant = "unpipelined"
+            best[variant] = min(best.get(variant, math.inf), seconds)
+    return best
+
+
+def run_suite(suite: str, budget: int, target: str, db: str) -> list[tuple[str, list[Sweep]]]:
+    kind = get_kind("pipeline-search")
+    engine = get_engine(db)
+    out = []
+    for workload in kind.suites()[suite]:
+        label = kind.describe(workload)
+        common = {"kind": "pipeline-search", "workload": workload, "target": {"kind": target},
+                  "measure": {"repeats": 5, "min_repeat_ms": 20}}  # fmt: skip
+        searched = api.submit({**common, "name": f"pipelining {label}",
+                               "search": {"strategy": "model", "budget": budget,
+                                          "batch_size": 8}}, db=db)  # fmt: skip
+        plain = api.submit({**common, "name": f"unpipelined {label}",
+                            "space": {"stages": [1], "reg_stages": [1]},
+                            "search": {"strategy": "exhaustive"}}, db=db)  # fmt: skip
+        out.append((label, [load_sweep(searched, engine), load_sweep(plain, engine)]))
+        print(f"{label}: jobs {searched} (model) and {plain} (unpipelined)", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--suite", help="run this suite live (else: committed sweeps only)")
+    parser.add_argument("--budget", type=int, default=32)
+    parser.add_argument("--target", default="llvm")
+    parser.add_argument("--db", default="sqlite:///bench-pipelining.db")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    rows: list[tuple[str, list[Sweep]]] = []
+    for path in sorted(DATA.glob("*.json.gz")):
+        sweep = load_sweep(path)
+        rows.append((f"{get_kind(sweep.spec.kind).describe(sweep.spec.workload)} (sweep)", [sweep]))
+    if args.suite:
+        rows += run_suite(args.suite, args.budget, args.target, args.db)
+    lines = [f"{'workload':<44} {'pipelined':>10} {'unpipelined':>11} {'speedup':>8} "
+             f"{'library':>9} {'vs library':>10}"]  # fmt: skip
+    speedups, vs_lib = [], []
+    for label, sweeps in rows:
+        best = best_by_variant(sweeps)
+        pipe, plain = best.get("pipelined", math.inf), best.get("unpipelined", math.inf)
+        lib = best.get("cublas", best.get("numpy", math.nan))
+        s = plain / pipe
+        v = lib / pipe
+        speedups.append(s)
+        if math.isfinite(v):
+            vs_lib.append(v)
+        lines.append(f"{label:<44} {pipe * 1e3:>8.3f}ms {plain * 1e3:>9.3f}ms {s:>7.2f}x "
+                     f"{lib * 1e3:>7.3f}ms {v:>9.2f}x")  # fmt: skip
+
+    def geo(xs: list[float]) -> float:
+        return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else math.nan
+
+    lines.append(f"{'geometric mean':<44} {'':>10} {'':>11} {geo(speedups):>7.2f}x "
+                 f"{'':>9} {geo(vs_lib):>9.2f}x")  # fmt: skip
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
