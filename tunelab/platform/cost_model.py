@@ -43,7 +43,11 @@ class XGBCostModel:
         self.booster = None
         self.version = 0
 
-    def fit(self, x: np.ndarray, log_seconds: np.ndarray) -> None:
+    def fit(
+        self, x: np.ndarray, log_seconds: np.ndarray, base: np.ndarray | None = None
+    ) -> None:
+        """Fit log seconds; with `base` (log of a prior prediction per row) the trees
+        learn only the correction to it, which needs far fewer measurements."""
         import xgboost as xgb
 
         params = {
@@ -56,13 +60,13 @@ class XGBCostModel:
             "nthread": 1,  # reproducible, and the driver shares its node
             "verbosity": 0,
         }
-        dtrain = xgb.DMatrix(x, label=log_seconds, missing=np.nan)
+        dtrain = xgb.DMatrix(x, label=log_seconds, missing=np.nan, base_margin=base)
         self.booster = xgb.train(params, dtrain, num_boost_round=self.rounds)
         self.version += 1
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predicted log seconds."""
+    def predict(self, x: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+        """Predicted log seconds (`base` as given to `fit`)."""
         import xgboost as xgb
 
         assert self.booster is not None, "fit first"
-        return self.booster.predict(xgb.DMatrix(x, missing=np.nan))
+        return self.booster.predict(xgb.DMatrix(x, missing=np.nan, base_margin=base))

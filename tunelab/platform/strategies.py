@@ -1,7 +1,9 @@
 """Search strategies: which candidates to evaluate, a batch at a time.
 
-A strategy's plan is a pure function of the space, the search settings and the trials
-already recorded, so a resumed job continues exactly where the dead driver stopped.
+Exhaustive and random plans are pure functions of the space, the search settings and the
+trials already recorded, so a resumed job continues exactly where the dead driver
+stopped. The model strategy, resumed, refits its model on everything recorded and goes
+on from there (its exploration draws restart from the seed).
 """
 
 from __future__ import annotations
@@ -137,6 +139,14 @@ class ModelStrategy(SearchStrategy):
             self.x = feature_matrix(self.features, with_analytical=True)
         analytical = [f.get(ANALYTICAL) if f else None for f in self.features]
         self.analytical = np.array([a if a and math.isfinite(a) else np.inf for a in analytical])
+        # Combined: the trees learn the analytical model's error (its log is the base
+        # margin) as well as seeing the prediction as a feature.
+        self.base: np.ndarray | None = None
+        if search.cost_model == "combined":
+            logs = np.log(self.analytical)
+            finite = logs[np.isfinite(logs)]
+            fill = float(finite.max()) + 1.0 if len(finite) else 0.0
+            self.base = np.where(np.isfinite(logs), logs, fill)
         self.model = XGBCostModel(seed=search.seed)
         self.fitted_on = 0
         self.rng = np.random.default_rng(search.seed)
@@ -152,9 +162,11 @@ class ModelStrategy(SearchStrategy):
                 ok = [v for _, v in measured if v is not None and v > 0]
                 worst = math.log(max(ok)) + 1.0 if ok else 0.0
                 y = np.array([math.log(v) if v else worst for _, v in measured])
-                self.model.fit(self.x[[i for i, _ in measured]], y)
+                rows = [i for i, _ in measured]
+                base = self.base[rows] if self.base is not None else None
+                self.model.fit(self.x[rows], y, base)
                 self.fitted_on = len(measured)
-            scores = np.exp(self.model.predict(self.x))
+            scores = np.exp(self.model.predict(self.x, self.base))
             return scores, f"xgboost-{self.search.cost_model}", self.model.version
         if self.search.cost_model == "xgboost":
             return None

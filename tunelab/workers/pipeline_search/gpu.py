@@ -138,7 +138,7 @@ def measure_cuda(
 
         pointers = [ctypes.c_void_p(t.data_ptr()) for t in (*inputs, out)]
         arg_array = (ctypes.c_void_p * len(pointers))(*[ctypes.addressof(p) for p in pointers])
-        stream = torch.cuda.current_stream().cuda_stream
+        stream = driver.CUstream(torch.cuda.current_stream().cuda_stream)
         (gx, gy, gz), (bx, by, bz) = bundle["grid"], bundle["block"]
 
         def run() -> None:
