@@ -92,8 +92,9 @@ def main() -> None:
         speedups.append(s)
         if math.isfinite(v):
             vs_lib.append(v)
+        lib_text = f"{lib * 1e3:>7.3f}ms {v:>9.2f}x" if math.isfinite(v) else f"{'-':>9} {'-':>10}"
         lines.append(f"{label:<44} {pipe * 1e3:>8.3f}ms {plain * 1e3:>9.3f}ms {s:>7.2f}x "
-                     f"{lib * 1e3:>7.3f}ms {v:>9.2f}x")  # fmt: skip
+                     f"{lib_text}")  # fmt: skip
 
     def geo(xs: list[float]) -> float:
         return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else math.nan

@@ -80,8 +80,10 @@ def main() -> None:
         say(f"exhaustive: {n} trials to know the best (grid order passes 99% at trial "
             f"{grid.trials_to_reach(target)})")  # fmt: skip
         close = sum(1 for k in sweep.trials if (sweep.latency(k) or np.inf) <= target)
-        say(f"candidates within 1% of the best: {close}; within 5%: "
-            f"{sum(1 for k in sweep.trials if (sweep.latency(k) or np.inf) <= best / 0.95)}")
+        say(
+            f"candidates within 1% of the best: {close}; within 5%: "
+            f"{sum(1 for k in sweep.trials if (sweep.latency(k) or np.inf) <= best / 0.95)}"
+        )
         say(f"{'strategy':<16} {'to 99%: median':>14} {'p25':>5} {'p75':>5} {'max':>5} "
             f"{'fewer than exhaustive':>22} {'to 95%':>7} {'s/replay':>9}")  # fmt: skip
         for label, search in STRATEGIES:

@@ -113,6 +113,7 @@ def main() -> None:
     check(tl_args[2])
     tl_best = harness(tl_mod, tl_args)
 
+    ms_per, tl_per = ms_wall / max(n_ms, 1), tl_wall / max(len(searched), 1)
     lines += [
         f"{'system':<14} {'trials':>6} {'wall s':>8} {'s/trial':>8} {'best (re-measured)':>19}",
         f"{'MetaSchedule':<14} {n_ms:>6} {ms_wall:>8.1f} {ms_wall / max(n_ms, 1):>8.2f} "
@@ -122,7 +123,7 @@ def main() -> None:
         f"tunelab best params: {best}",
         f"(Ray start-up before tunelab's job, not counted: {ray_start:.1f} s)",
         f"kernel: tunelab is {ms_best / tl_best:.2f}x MetaSchedule's speed "
-        f"(>1 = faster); time per trial: {(ms_wall / max(n_ms, 1)) / (tl_wall / max(len(searched), 1)):.2f}x "
+        f"(>1 = faster); time per trial: {ms_per / tl_per:.2f}x "
         "less with tunelab",
     ]  # fmt: skip
     text = "\n".join(lines)

@@ -94,6 +94,12 @@ class FaultyGemm(PipelineSearch):
     def space(self, spec: JobSpec) -> list[dict[str, Any]]:
         return [{"variant": v} for v in spec.space["variant"]]
 
+    def model_features(self, spec: JobSpec, params: dict[str, Any]) -> None:
+        return None  # variants are not schedules: nothing to predict
+
+    def baselines(self, spec: JobSpec) -> list[dict[str, Any]]:
+        return []  # the failure tests count exactly one trial per variant
+
     def _gemm_spec(self, spec: JobSpec) -> JobSpec:
         wl = {k: v for k, v in spec.workload.items() if k != "marker_dir"}
         return spec.model_copy(update={"workload": wl, "kind": "pipeline-search", "space": {}})
@@ -111,7 +117,7 @@ class FaultyGemm(PipelineSearch):
         if variant == "hang":
             return Built(_export(hanging_kernel(wl.M, wl.N, wl.K, wl.dtype)))
         good = {"tile_m": 16, "tile_n": 32, "tile_k": 16, "micro_m": 2, "micro_n": 8, "stages": 2}
-        return super().build(self._gemm_spec(spec), good)
+        return PipelineSearch().build(self._gemm_spec(spec), good)
 
     def measure(
         self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]

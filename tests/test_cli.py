@@ -28,6 +28,7 @@ SPEC = {
         "micro_m": [2],
         "micro_n": [8],
         "stages": [1, 2],
+        "reg_stages": [1],
     },
     "measure": {"repeats": 3},
 }
@@ -91,10 +92,12 @@ def test_submit_wait_then_query_and_export(tmp_path: Path, db_url: str, ray_clus
     spec = write_spec(tmp_path, SPEC)
     proc = tunelab("submit", str(spec), "--wait", "--db", db_url, "--ray", ray_cluster, check=0)
     job_id = int(proc.stdout.split()[0])
+    # Four searched candidates, ranked; NumPy's matmul measured once beside them.
     assert "Best 4 trials" in proc.stdout and "database:" in proc.stdout
+    assert "baseline numpy:" in proc.stdout
 
     listed = json.loads(tunelab("jobs", "--db", db_url, "--format", "json", check=0).stdout)
-    assert [(j["id"], j["status"], j["done"]) for j in listed] == [(job_id, "completed", 4)]
+    assert [(j["id"], j["status"], j["done"]) for j in listed] == [(job_id, "completed", 5)]
     assert "completed" in tunelab("show", str(job_id), "--db", db_url, check=0).stdout
 
     top = json.loads(
@@ -111,18 +114,18 @@ def test_submit_wait_then_query_and_export(tmp_path: Path, db_url: str, ray_clus
             ).stdout.splitlines()
         )
     )
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == 5 and {r["status"] for r in rows} == {"ok"}
 
     for fmt in ("csv", "jsonl", "parquet"):
         out = tmp_path / f"trials.{fmt}"
         tunelab("export", str(job_id), "--format", fmt, "-o", str(out), "--db", db_url, check=0)
         if fmt == "parquet":
             table = pq.read_table(out)
-            assert table.num_rows == 4 and "param_stages" in table.column_names
+            assert table.num_rows == 5 and "param_stages" in table.column_names
         elif fmt == "jsonl":
-            assert len(out.read_text().splitlines()) == 4
+            assert len(out.read_text().splitlines()) == 5
         else:
-            assert len(list(csv.DictReader(out.open()))) == 4
+            assert len(list(csv.DictReader(out.open()))) == 5
     # A completed job cannot be cancelled or resumed.
     tunelab("cancel", str(job_id), "--db", db_url, check=4)
     tunelab("resume", str(job_id), "--wait", "--db", db_url, check=4)

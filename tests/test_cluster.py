@@ -26,7 +26,7 @@ SPEC = {
     "kind": "pipeline-search",
     "workload": {"M": 64, "N": 64, "K": 64},
     "space": {"tile_m": [16, 32], "tile_n": [32, 64], "tile_k": [16, 32], "micro_m": [2, 4],
-              "micro_n": [8], "stages": [1, 2]},
+              "micro_n": [8], "stages": [1, 2], "reg_stages": [1]},
     "measure": {"repeats": 3, "min_repeat_ms": 100},
 }  # fmt: skip
 
@@ -116,12 +116,13 @@ def test_cluster_runs_a_job_survives_a_lost_worker_and_stops_cleanly(tmp_path: P
         assert submit.returncode == 0, stderr[-3000:]
         job_id = int(stdout.split()[0])
         spec = parse_spec(SPEC)
-        space = {candidate_key(p) for p in get_kind(spec.kind).space(spec)}
+        kind = get_kind(spec.kind)
+        space = {candidate_key(p) for p in kind.space(spec) + kind.baselines(spec)}
         trials = jobs.trials(engine, job_id)
         assert {t.candidate for t in trials} == space  # nothing lost
         with engine.connect() as conn:
             n = conn.execute(select(func.count()).where(Trial.job_id == job_id)).scalar_one()
-        assert n == len(space) == 32  # nothing twice
+        assert n == len(space) == 32 + 1  # nothing twice (32 candidates + NumPy baseline)
         assert {t.status for t in trials} == {"ok"}
         assert len({t.worker_node for t in trials}) == 2  # both workers measured
 

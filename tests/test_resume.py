@@ -22,7 +22,7 @@ SPEC = {
     "kind": "pipeline-search",
     "workload": {"M": 64, "N": 64, "K": 64},
     "space": {"tile_m": [16, 32], "tile_n": [32, 64], "tile_k": [16, 32], "micro_m": [2],
-              "micro_n": [8], "stages": [1, 2]},
+              "micro_n": [8], "stages": [1, 2], "reg_stages": [1]},
     "measure": {"repeats": 3, "min_repeat_ms": 30},
 }  # fmt: skip
 
@@ -38,8 +38,9 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str
 def test_killed_driver_resumes_without_losing_or_repeating(db_url: str, ray_cluster: str) -> None:
     engine = get_engine(db_url)
     spec = parse_spec(SPEC)
-    space = {candidate_key(p) for p in get_kind(spec.kind).space(spec)}
-    assert len(space) == 16
+    kind = get_kind(spec.kind)
+    space = {candidate_key(p) for p in kind.space(spec) + kind.baselines(spec)}
+    assert len(space) == 17  # 16 candidates and NumPy's matmul
     job_id = jobs.create_job(engine, spec)
 
     driver = subprocess.Popen(
@@ -56,7 +57,7 @@ def test_killed_driver_resumes_without_losing_or_repeating(db_url: str, ray_clus
     driver.wait()
 
     before = {t.candidate: (t.id, t.finished_at) for t in jobs.trials(engine, job_id)}
-    assert 4 <= len(before) < 16
+    assert 4 <= len(before) < 17
     job = jobs.get_job(engine, job_id)
     assert job.status == "running"  # nobody told the database: the heartbeat goes stale
     with pytest.raises(jobs.JobStateError, match="use --force"):
@@ -70,12 +71,12 @@ def test_killed_driver_resumes_without_losing_or_repeating(db_url: str, ray_clus
     assert {t.candidate for t in after} == space
     with engine.connect() as conn:
         n = conn.execute(select(func.count()).where(Trial.job_id == job_id)).scalar_one()
-    assert n == 16  # each candidate exactly once
+    assert n == 17  # each candidate exactly once
     for t in after:  # what was recorded before the kill is kept as it was
         if t.candidate in before:
             assert (t.id, t.finished_at) == before[t.candidate]
     job = jobs.get_job(engine, job_id)
-    assert (job.status, job.n_done, job.n_planned) == ("completed", 16, 16)
+    assert (job.status, job.n_done, job.n_planned) == ("completed", 17, 17)
 
 
 def test_stale_heartbeat_is_shown_as_driver_lost(sqlite_url: str) -> None:

@@ -19,7 +19,7 @@ SMALL = {
     "kind": "pipeline-search",
     "workload": {"M": 128, "N": 128, "K": 128},
     "space": {"tile_m": [32], "tile_n": [64], "tile_k": [32], "micro_m": [4, 8],
-              "micro_n": [16], "stages": [1, 2, 3]},
+              "micro_n": [16], "stages": [1, 2, 3], "reg_stages": [1]},
     "measure": {"repeats": 3},
 }  # fmt: skip
 
@@ -33,11 +33,15 @@ def test_small_search_end_to_end(db_url: str, ray_cluster: str) -> None:
     assert run_job(engine, job_id, on_progress=seen.append) == JobStatus.completed
 
     job = jobs.get_job(engine, job_id)
-    space = get_kind("pipeline-search").space(spec)
-    assert len(space) == 6
-    assert (job.status, job.n_planned, job.n_done, job.n_ok) == ("completed", 6, 6, 6)
-    assert [p.done for p in seen] == [1, 2, 3, 4, 5, 6]
+    kind = get_kind("pipeline-search")
+    space = kind.space(spec)
+    assert len(space) == 6 and kind.baselines(spec) == [{"baseline": "numpy"}]
+    assert (job.status, job.n_planned, job.n_done, job.n_ok) == ("completed", 7, 7, 7)
+    assert [p.done for p in seen] == [1, 2, 3, 4, 5, 6, 7]
     trials = jobs.trials(engine, job_id)
+    base = [t for t in trials if "baseline" in t.params]
+    trials = [t for t in trials if "baseline" not in t.params]
+    assert len(base) == 1 and base[0].status == "ok" and base[0].extra["baseline"] == "numpy"
     assert {t.candidate for t in trials} == {candidate_key(p) for p in space}
     for t in trials:
         assert t.status == "ok", t.error

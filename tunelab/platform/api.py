@@ -6,7 +6,7 @@ import csv
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,9 +131,12 @@ def trials(
     return jobs.trials(engine, job_id, top=top, status=status)
 
 
-def trial_row(t: Trial) -> dict[str, Any]:
-    """A trial as a flat dict: its columns, `param_*` per parameter, and `extra` as JSON."""
+def trial_row(t: Trial, param_names: Sequence[str] = ()) -> dict[str, Any]:
+    """A trial as a flat dict: its columns, `param_*` per parameter (every one of
+    `param_names`, None where this trial has none), and `extra` as JSON."""
     row = {c: getattr(t, c) for c in TRIAL_COLUMNS}
+    for name in param_names:
+        row[f"param_{name}"] = None
     for name, value in t.params.items():
         row[f"param_{name}"] = value
     row["extra"] = json.dumps(t.extra, sort_keys=True)
@@ -148,10 +151,17 @@ def iter_trial_rows(job_id: int, *, db: str | None = None, chunk: int = 2000) ->
 
     engine = get_engine(db)
     jobs.get_job(engine, job_id)
+    # Trials of one job may have different parameters (a library baseline has its own):
+    # every row gets every parameter column, so CSV headers and Parquet schemas hold.
+    names: dict[str, None] = {}
+    with engine.connect() as conn:
+        params = select(Trial.params).where(Trial.job_id == job_id).order_by(Trial.id)
+        for (p,) in conn.execute(params.execution_options(yield_per=chunk)):
+            names.update(dict.fromkeys(p))
     with Session(engine) as s:
         stmt = select(Trial).where(Trial.job_id == job_id).order_by(Trial.id)
         for t in s.scalars(stmt.execution_options(yield_per=chunk)):
-            yield trial_row(t)
+            yield trial_row(t, list(names))
 
 
 def export(
@@ -205,14 +215,16 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
         return pa.string()
 
     it = iter(rows)
-    first = next(it, None)
-    if first is None:
+    head = list(itertools.islice(it, batch))
+    if not head:
         schema = pa.schema([(c, arrow_type(c, None)) for c in (*TRIAL_COLUMNS, "extra")])
         pq.write_table(schema.empty_table(), path)
         return 0
-    schema = pa.schema([(k, arrow_type(k, v)) for k, v in first.items()])
+    # Each column's type from its first non-null value in the first batch.
+    sample = {k: next((r[k] for r in head if r.get(k) is not None), None) for k in head[0]}
+    schema = pa.schema([(k, arrow_type(k, v)) for k, v in sample.items()])
     n = 0
-    rows_left = itertools.chain([first], it)
+    rows_left = itertools.chain(head, it)
     with pq.ParquetWriter(path, schema) as writer:
         while chunk := list(itertools.islice(rows_left, batch)):  # itertools.batched is 3.12+
             writer.write_table(pa.Table.from_pylist(chunk, schema=schema))

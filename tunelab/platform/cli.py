@@ -444,7 +444,8 @@ def list_trials(
     """A job's trials with parameters and latency statistics."""
     rows = _guard(lambda: api.trials(job, db=db, top=top, status=status))
     if fmt != Format.table:
-        _emit([api.trial_row(t) for t in rows], fmt)
+        names = list(dict.fromkeys(k for t in rows for k in t.params))
+        _emit([api.trial_row(t, names) for t in rows], fmt)
         return
     out.print(_trials_table(f"job {job}: {len(rows)} trials", rows))
 

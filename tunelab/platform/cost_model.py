@@ -43,9 +43,7 @@ class XGBCostModel:
         self.booster = None
         self.version = 0
 
-    def fit(
-        self, x: np.ndarray, log_seconds: np.ndarray, base: np.ndarray | None = None
-    ) -> None:
+    def fit(self, x: np.ndarray, log_seconds: np.ndarray, base: np.ndarray | None = None) -> None:
         """Fit log seconds; with `base` (log of a prior prediction per row) the trees
         learn only the correction to it, which needs far fewer measurements."""
         import xgboost as xgb

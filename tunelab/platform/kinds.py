@@ -75,7 +75,9 @@ class JobKind(ABC):
     """
 
     name: ClassVar[str]
-    workload_model: ClassVar[type[BaseModel]]
+    # Validators of the spec's sections: anything whose model_validate(data) returns a
+    # pydantic model (a BaseModel subclass, or a dispatcher over several).
+    workload_model: ClassVar[Any]
     space_model: ClassVar[type[BaseModel]]
 
     def validate_spec(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import (
@@ -20,9 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveInt,
-    RootModel,
     field_validator,
-    model_validator,
 )
 
 from tunelab.platform.kinds import (
@@ -38,7 +36,6 @@ from tunelab.platform.spec import JobSpec
 from tunelab.workers.pipeline_search.workloads import (
     Conv2dWorkload,
     GemmWorkload,
-    Workload,
     arg_shapes,
     parse_workload,
     reference,
@@ -73,13 +70,23 @@ CUDA_MAX_REGS_PER_THREAD = 255
 TOLERANCE = {"float32": 1e-5, "float16": 1e-3}
 
 
-class PipelineWorkload(RootModel[Workload]):
-    """A GEMM, batched GEMM (`batch` > 1) or conv2d (`op: conv2d`); `op` defaults to gemm."""
+class PipelineWorkload:
+    """Validates a workload section: a GEMM (`op: gemm`, the default; `batch` > 1 for a
+    batched GEMM) or a conv2d (`op: conv2d`), each with its own fields, so errors name
+    `workload.M`, not the union's branch."""
 
-    @model_validator(mode="before")
+    MODELS: ClassVar[dict[str, type[BaseModel]]] = {
+        "gemm": GemmWorkload,
+        "conv2d": Conv2dWorkload,
+    }
+
     @classmethod
-    def _default_op(cls, data: Any) -> Any:
-        return {"op": "gemm", **data} if isinstance(data, dict) else data
+    def model_validate(cls, data: Any) -> BaseModel:
+        op = data.get("op", "gemm") if isinstance(data, dict) else "gemm"
+        model = cls.MODELS.get(op)
+        if model is None:
+            raise ValueError(f"op must be one of {', '.join(cls.MODELS)}, not {op!r}")
+        return model.model_validate(data)
 
 
 class PipelineSpace(BaseModel):
@@ -215,10 +222,10 @@ class PipelineSearch(JobKind):
         return spec.model_copy(update={"target": target})
 
     def describe(self, workload: dict[str, Any]) -> str:
-        return parse_workload(workload).describe()
+        return self.workload_model.model_validate(workload).describe()
 
     def space(self, spec: JobSpec) -> list[dict[str, Any]]:
-        wl = parse_workload(spec.workload)
+        wl = self.workload_model.model_validate(spec.workload)
         base = _base_space(spec)
         names = list(base)
         cuda = spec.target.kind == "cuda"
@@ -239,13 +246,14 @@ class PipelineSearch(JobKind):
             return None
         from tunelab.workers.pipeline_search.perf_model import features
 
-        wl = parse_workload(spec.workload)
+        wl = self.workload_model.model_validate(spec.workload)
         return features(wl.gemm_shape(), params, wl.dtype, spec.target)
 
     def baselines(self, spec: JobSpec) -> list[dict[str, Any]]:
         # cuBLAS through torch.matmul on a GPU; NumPy's BLAS on the CPU. conv2d has no
         # GEMM library baseline here (its im2col would be measured, not the library's conv).
-        if spec.measure.build_only or parse_workload(spec.workload).op != "gemm":
+        wl = self.workload_model.model_validate(spec.workload)
+        if spec.measure.build_only or wl.op != "gemm":
             return []
         return [{"baseline": "cublas" if spec.target.kind == "cuda" else "numpy"}]
 
@@ -254,7 +262,7 @@ class PipelineSearch(JobKind):
     def build(self, spec: JobSpec, params: dict[str, Any]) -> Built:
         if "baseline" in params:
             return Built(b"", {"baseline": params["baseline"]})
-        wl = parse_workload(spec.workload)
+        wl = self.workload_model.model_validate(spec.workload)
         if spec.target.kind == "cuda":
             return self._build_cuda(spec, wl, params)
         return self._build_llvm(spec, wl, params)
