@@ -191,3 +191,26 @@ def test_cuda_space_is_alcops() -> None:
     pipelined = [p for p in space if p["stages"] > 1]
     assert len(pipelined) == 1620  # smem 2-6 x reg 1,2,4 x 3 x 3 x 3 x 2 x 2
     assert len(space) - len(pipelined) == 324  # the same space unpipelined (stages 1)
+
+
+def test_outer_annotation_is_sized_to_the_body_with_the_inner_pipeline_expanded() -> None:
+    from tunelab.workers.pipeline_search.detection import loop_body_size
+    from tunelab.workers.pipeline_search.schedules import pipeline, schedule_cpu, schedule_cuda
+    from tunelab.workers.pipeline_search.workloads import parse_workload
+
+    wl = parse_workload({"M": 256, "N": 256, "K": 256, "dtype": "float16"})
+    p = {**CUDA_P, "stages": 3, "reg_stages": 2}
+    sch = schedule_cuda(wl, p)
+    pipeline(sch, p, asynchronous=True)
+    k0 = sch.get(sch.get_loops(sch.get_sblock("A_shared"))[4])
+    assert str(k0.loop_var.name) == "k_0" and loop_body_size(k0) == 3  # copy, copy, k_1
+    # ... but k_1's pipeline becomes prologue + loop + epilogue: five statements to stage.
+    assert list(k0.annotations["software_pipeline_stage"]) == [0, 0, 2, 2, 2]
+    assert list(k0.annotations["software_pipeline_order"]) == [0, 1, 2, 3, 4]
+    assert list(k0.annotations["software_pipeline_async_stages"]) == [0]
+    # On the CPU schedule k_1 sits under the micro-tile loops: k_0's body keeps 3.
+    p = {**CPU_P, "stages": 3, "reg_stages": 2}
+    sch = schedule_cpu(parse_workload({"M": 128, "N": 128, "K": 128}), p)
+    pipeline(sch, p, asynchronous=False)
+    k0 = sch.get(sch.get_loops(sch.get_sblock("A_local"))[1])
+    assert list(k0.annotations["software_pipeline_stage"]) == [0, 0, 2]

@@ -90,7 +90,8 @@ def _walk(stmt: Any, loops: list[Any], out: list[_Leaf]) -> None:
         _walk(stmt.body, loops, out)  # attribute, let, allocation and declaration wrappers
 
 
-def _statements(loop: Any) -> list[Any]:
+def statements(loop: Any) -> list[Any]:
+    """The top-level statements of a loop's body."""
     from tvm import tirx
 
     body = loop.body
@@ -99,10 +100,11 @@ def _statements(loop: Any) -> list[Any]:
 
 def loop_body_size(loop: Any) -> int:
     """How many statements a pipeline annotation on `loop` must list."""
-    return len(_statements(loop))
+    return len(statements(loop))
 
 
-def _contains(stmt: Any, block: Any) -> bool:
+def contains(stmt: Any, block: Any) -> bool:
+    """Does `stmt` hold `block` (an SBlock) somewhere inside it?"""
     found: list[_Leaf] = []
     _walk(stmt, [], found)
     return any(leaf.block.same_as(block) for leaf in found)
@@ -179,12 +181,12 @@ def detect(func: Any) -> list[Pipelinable]:
         loop = leaf.loops[depth]
         if loop.kind != tirx.ForKind.SERIAL or not _source_depends_on(leaf, loop):
             continue
-        stmts = _statements(loop)
-        consumers = [r for r in readers.get(dst.name, []) if _contains(loop.body, r.block)]
+        stmts = statements(loop)
+        consumers = [r for r in readers.get(dst.name, []) if contains(loop.body, r.block)]
         if not consumers or not _feeds_reduction(dst.name, loop, readers, set()):
             continue
-        statement = next(i for i, s in enumerate(stmts) if _contains(s, leaf.block))
-        used_in = [i for i, s in enumerate(stmts) if any(_contains(s, c.block) for c in consumers)]
+        statement = next(i for i, s in enumerate(stmts) if contains(s, leaf.block))
+        used_in = [i for i, s in enumerate(stmts) if any(contains(s, c.block) for c in consumers)]
         src_scope, dst_scope = _scope(src), _scope(dst)
         vec = _vector_bytes(leaf, str(dst.dtype))
         found.append(
@@ -224,7 +226,7 @@ def _feeds_reduction(
         return False
     seen.add(buffer)
     for reader in readers.get(buffer, []):
-        if not _contains(loop.body, reader.block):
+        if not contains(loop.body, reader.block):
             continue
         if _is_reduction(reader.block):
             return True

@@ -11,9 +11,15 @@ so any schedule whose copies it recognises can be pipelined, not only ours.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from tunelab.workers.pipeline_search.detection import Pipelinable, loop_body_size
+from tunelab.workers.pipeline_search.detection import (
+    Pipelinable,
+    contains,
+    loop_body_size,
+    statements,
+)
 
 
 def pipeline_annotations(
@@ -147,10 +153,20 @@ def apply_pipelining(
         original = loop_body_size(sch.get(rv))
         expanded = any(inside(o, name) for o in loops if o != name)
         size = _lowered_body_size(sch, name) if expanded else original
-        if size != original and max(p.statement for p, _ in buffers) == original - 1:
-            # Expansion adds statements at the end (the inner pipeline is the consumer
-            # side); a copy there would move. No schedule here does that.
-            raise RuntimeError(f"loop {name}: a copy follows the inner pipeline")
+        if size != original:
+            # The statement holding the inner pipeline became several: copies after it
+            # move down by as many.
+            body = statements(sch.get(rv))
+            inner_blocks = [sch.get(sch.get_sblock(q.copy_block))
+                            for o in loops if o != name and inside(o, name)
+                            for q, _ in loops[o]]  # fmt: skip
+            holder = next(i for i, st in enumerate(body)
+                          if any(contains(st, b) for b in inner_blocks))  # fmt: skip
+            shift = size - original
+            buffers = [
+                (replace(p, statement=p.statement + shift) if p.statement > holder else p, s)
+                for p, s in buffers
+            ]
         use_async = asynchronous and all(p.level.endswith("shared") for p, _ in buffers)
         for key, value in pipeline_annotations(size, buffers, use_async).items():
             sch.annotate(rv, key, value)
