@@ -214,3 +214,42 @@ def test_outer_annotation_is_sized_to_the_body_with_the_inner_pipeline_expanded(
     pipeline(sch, p, asynchronous=False)
     k0 = sch.get(sch.get_loops(sch.get_sblock("A_local"))[1])
     assert list(k0.annotations["software_pipeline_stage"]) == [0, 0, 2]
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize(
+    "workload",
+    [
+        {"M": 1024, "N": 1024, "K": 1024, "dtype": "float16"},
+        {"batch": 12, "M": 512, "N": 64, "K": 512, "dtype": "float16"},
+        {"op": "conv2d", "batch": 64, "H": 56, "W": 56, "C": 64, "K": 64, "pad": 1,
+         "dtype": "float16"},
+    ],
+)  # fmt: skip
+def test_tensor_core_pipelines_at_both_levels(workload: dict, arch: str) -> None:
+    spec = _spec(workload, {"kind": "cuda", "arch": arch})
+    p = {**CUDA_P, "stages": 3, "reg_stages": 2, "tensor_core": 1}
+    built = KIND.build(spec, p)
+    bundle = pickle.loads(built.artifact)
+    src = bundle["source"]
+    assert bundle["cubin"][:4] == b"\x7fELF"
+    assert "wmma::mma_sync" in src and "cp.async.commit_group" in src
+    arrays = dict(re.findall(r"(\w+)_ptr\[(\d+)\]", src))
+    assert int(arrays["A_shared"]) == int(arrays["B_shared"]) == 3 * 64 * 32  # 3-fold tiles
+    # Fragments: 2 register stages x 2 warp tiles of a 16x16 wmma fragment each.
+    assert int(arrays["A_shared_wmma_matrix_a"]) == int(arrays["B_shared_wmma_matrix_b"]) == 4
+    assert bundle["block"] == [32, 2, 2] and built.info["mma_sync"] > 0
+    # The fragment loads are found by the same analysis, as register-level copies.
+    assert {(r["buffer"], r["level"], r["stages"]) for r in built.info["pipelined"]} == {
+        ("A_shared", "global->shared", 3), ("B_shared", "global->shared", 3),
+        ("A_shared_wmma.matrix_a", "shared->register", 2),
+        ("B_shared_wmma.matrix_b", "shared->register", 2),
+    }  # fmt: skip
+
+
+def test_tensor_cores_need_float16() -> None:
+    spec = _spec({"M": 256, "N": 256, "K": 256}, {"kind": "cuda", "arch": "sm_80"})
+    with pytest.raises(InvalidCandidate, match="need float16"):
+        KIND.build(spec, {**CUDA_P, "stages": 2, "reg_stages": 1, "tensor_core": 1})
+    assert {p["tensor_core"] for p in KIND.space(spec)} == {0}  # fp32 defaults to SIMT

@@ -10,7 +10,8 @@ than of a known template. A buffer is pipelinable when
 - the buffer is read in the same iteration by the loop's reduction, directly or through
   a further copy (a shared tile read into registers, which the reduction then reads).
 
-The level is the pair of scopes (global->shared, shared->register; on the CPU backend
+The level is the pair of scopes (global->shared, shared->register, where registers
+include tensor-core fragments loaded with wmma/ldmatrix; on the CPU backend
 global->local and local->register). A copy can be asynchronous (cp.async) only from
 global to shared memory in 4-, 8- or 16-byte vectors. Buffers staged by the same loop,
 into the same scope, and used by the same first and last consumer statement share their
@@ -110,13 +111,19 @@ def contains(stmt: Any, block: Any) -> bool:
     return any(leaf.block.same_as(block) for leaf in found)
 
 
+FRAGMENT_SCOPES = ("wmma.matrix_a", "wmma.matrix_b", "m16n8k8.matrix")
+
+
 def _is_copy(block: Any) -> bool:
-    """One read, one write, and the stored value is the loaded one (maybe predicated)."""
+    """One read, one write, and the stored value is the loaded one (maybe predicated),
+    or a tensor-core fragment load (a tensorized wmma/ldmatrix block)."""
     import tvm
     from tvm import tirx
 
     if len(block.reads) != 1 or len(block.writes) != 1 or block.init is not None:
         return False
+    if _scope(block.writes[0].source).startswith(FRAGMENT_SCOPES):
+        return True
     store = block.body
     if not isinstance(store, tirx.BufferStore):
         return False
@@ -152,8 +159,8 @@ def _vector_bytes(leaf: _Leaf, dtype: str) -> int:
 
 
 def _level(src_scope: str, dst_scope: str) -> str:
-    if dst_scope == "local" and src_scope != "global":
-        dst_scope = "register"
+    if (dst_scope == "local" and src_scope != "global") or dst_scope.startswith(FRAGMENT_SCOPES):
+        dst_scope = "register"  # a thread's registers, or a warp's tensor-core fragments
     return f"{src_scope.replace('.dyn', '')}->{dst_scope.replace('.dyn', '')}"
 
 

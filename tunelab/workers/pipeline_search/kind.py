@@ -60,6 +60,8 @@ CUDA_SPACE: dict[str, list[int]] = {
     "chunk": [2, 4],
     "stages": [1, 2, 3, 4, 5, 6],
     "reg_stages": [1, 2, 4],
+    # 1: wmma on tensor cores (fp16 inputs only), 0: SIMT. Default: by the input dtype.
+    "tensor_core": [0, 1],
 }
 # Limits of every sm_80+ GPU; a candidate beyond them is recorded `invalid`, not built.
 CUDA_MAX_THREADS = 1024
@@ -106,6 +108,9 @@ class PipelineSpace(BaseModel):
     chunk: list[Literal[1, 2, 4, 8]] | None = None
     stages: list[int] | None = Field(None, description="outer (shared/cache) stages, 1 = none")
     reg_stages: list[Literal[1, 2, 4]] | None = Field(None, description="register stages")
+    tensor_core: list[Literal[0, 1]] | None = Field(
+        None, description="cuda: 1 = wmma tensor cores, 0 = SIMT (default: 1 for float16)"
+    )
 
     @field_validator("*")
     @classmethod
@@ -125,6 +130,8 @@ class PipelineSpace(BaseModel):
 def _base_space(spec: JobSpec) -> dict[str, list[int]]:
     base = CUDA_SPACE if spec.target.kind == "cuda" else CPU_SPACE
     overrides = {k: v for k, v in spec.space.items() if v is not None}
+    if spec.target.kind == "cuda" and "tensor_core" not in overrides:
+        overrides["tensor_core"] = [1] if spec.workload.get("dtype") == "float16" else [0]
     return {name: overrides.get(name, values) for name, values in base.items()}
 
 
@@ -140,7 +147,8 @@ def _fits(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int], cuda: bool) -> b
         bm, bn, bk = p["tile_m"], p["tile_n"], p["tile_k"]
         if bm % p["micro_m"] or bn % p["micro_n"]:
             return False
-    ragged_m = isinstance(wl, Conv2dWorkload) and m > bm
+    # conv2d's rows may be ragged (predicated) on SIMT; wmma works on whole 16x16 tiles.
+    ragged_m = isinstance(wl, Conv2dWorkload) and m > bm and not p.get("tensor_core")
     return (m % bm == 0 or ragged_m) and n % bn == 0 and k % bk == 0
 
 
@@ -304,6 +312,8 @@ class PipelineSearch(JobKind):
         )
 
         arch = spec.target.arch or "sm_80"
+        if p.get("tensor_core") and wl.dtype != "float16":
+            raise InvalidCandidate("tensor cores (wmma) need float16 inputs; use tensor_core: 0")
         t = cuda_tiles(p)
         threads = t["threads_x"] * t["threads_y"]
         smem = cuda_shared_bytes(p, wl.dtype)
@@ -337,7 +347,10 @@ class PipelineSearch(JobKind):
             "source": source,
             "kernel": kernel.group(1) if kernel else None,
             "grid": [-(-n // t["block_n"]), -(-m // t["block_m"]), batch],
-            "block": [t["threads_x"], t["threads_y"], 1],
+            # wmma: lanes x warp rows x warp columns; SIMT: threads laid out 8x4 per warp.
+            "block": [32, p["block_row_warps"], p["block_col_warps"]]
+            if p.get("tensor_core")
+            else [t["threads_x"], t["threads_y"], 1],
             "dynamic_smem_bytes": smem if "extern __shared__" in source else 0,
             "args": [
                 {"name": name, "shape": list(shape), "dtype": dtype}
@@ -347,6 +360,7 @@ class PipelineSearch(JobKind):
         info = {
             "pipelined": pipelined,
             "cp_async": source.count("cp.async"),
+            "mma_sync": source.count("mma_sync"),
             "shared_bytes": smem,
             "vector": vec,
             **usage,

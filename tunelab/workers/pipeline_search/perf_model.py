@@ -24,7 +24,9 @@ class GpuSpec:
     sms: int
     clock_ghz: float
     fp32_fma_per_clk: int  # per SM
+    tc_fma_per_clk: int  # per SM, fp16 inputs with fp32 accumulation on tensor cores
     dram_gbps: float
+    l2_gbps: float  # operand tiles are re-read by many blocks: mostly L2 hits
     smem_per_sm: int
     smem_per_block: int
     regs_per_sm: int = 65536
@@ -35,10 +37,10 @@ class GpuSpec:
 
 
 GPUS: dict[str, GpuSpec] = {
-    "sm_80": GpuSpec(108, 1.41, 64, 1555, 164 * 1024, 163 * 1024),  # A100
-    "sm_86": GpuSpec(84, 1.70, 128, 936, 100 * 1024, 99 * 1024),  # RTX 3090
-    "sm_89": GpuSpec(128, 2.52, 128, 1008, 100 * 1024, 99 * 1024),  # RTX 4090
-    "sm_90": GpuSpec(132, 1.83, 128, 3350, 228 * 1024, 227 * 1024),  # H100 SXM
+    "sm_80": GpuSpec(108, 1.41, 64, 1024, 1555, 5120, 164 * 1024, 163 * 1024),  # A100
+    "sm_86": GpuSpec(84, 1.70, 128, 256, 936, 2500, 100 * 1024, 99 * 1024),  # RTX 3090
+    "sm_89": GpuSpec(128, 2.52, 128, 256, 1008, 5000, 100 * 1024, 99 * 1024),  # RTX 4090
+    "sm_90": GpuSpec(132, 1.83, 128, 2048, 3350, 10000, 228 * 1024, 227 * 1024),  # H100 SXM
 }
 
 
@@ -48,6 +50,9 @@ def gpu_spec(arch: str | None) -> GpuSpec:
 
 def estimated_registers(p: dict[str, int], dtype: str) -> int:
     """Registers per thread: accumulators, register-stage fragments, addressing."""
+    if p.get("tensor_core"):  # a 16x16 tile is 8 values per lane: fp32 8 regs, fp16 4
+        acc = p["warp_row_tiles"] * p["warp_col_tiles"] * 8
+        return acc + p.get("reg_stages", 1) * (p["warp_row_tiles"] + p["warp_col_tiles"]) * 4 + 32
     t = cuda_tiles(p)
     frag = p.get("reg_stages", 1) * (t["thread_m"] + t["thread_n"]) * DTYPE_BYTES[dtype] / 4
     return int(t["thread_m"] * t["thread_n"] + math.ceil(frag) + 32)
@@ -73,10 +78,19 @@ def cuda_features(gemm: tuple[int, int, int, int], p: dict[str, int], dtype: str
     bytes_ = DTYPE_BYTES[dtype]
     occ_eff = max(occ, 1)
     # Per k-step of all blocks resident on one SM, in cycles.
-    fma = occ_eff * t["block_m"] * t["block_n"] * t["block_k"] / g.fp32_fma_per_clk
-    smem_reads = occ_eff * threads * (t["thread_m"] + t["thread_n"]) * t["block_k"] * bytes_ / 128
+    rate = g.tc_fma_per_clk if p.get("tensor_core") else g.fp32_fma_per_clk
+    fma = occ_eff * t["block_m"] * t["block_n"] * t["block_k"] / rate
+    if p.get("tensor_core"):  # each warp reads its A rows and B columns of the k-tile
+        warps = p["block_row_warps"] * p["block_col_warps"]
+        per_warp = (p["warp_row_tiles"] + p["warp_col_tiles"]) * 16 * t["block_k"]
+        smem_reads = occ_eff * warps * per_warp * bytes_ / 128
+    else:
+        smem_reads = (
+            occ_eff * threads * (t["thread_m"] + t["thread_n"]) * t["block_k"] * bytes_ / 128
+        )
     compute = max(fma, smem_reads)
-    bw_per_sm = g.dram_gbps * 2.0 / g.sms / g.clock_ghz  # bytes/clk, ~2x from L2 reuse
+    bw_per_sm = g.l2_gbps / g.sms / g.clock_ghz  # bytes per clock
+    unique = batch * (m * k + k * n) * bytes_ + batch * m * n * 4  # each byte once, from DRAM
     load = occ_eff * (t["block_m"] + t["block_n"]) * t["block_k"] * bytes_ / bw_per_sm
     busy = max(compute, load)
     stages, reg_stages = p["stages"], p.get("reg_stages", 1)
@@ -87,7 +101,8 @@ def cuda_features(gemm: tuple[int, int, int, int], p: dict[str, int], dtype: str
     waves = math.ceil(blocks / (g.sms * occ_eff))
     prologue = (stages - 1) * load + g.mem_latency_clk
     cycles = waves * (k_steps * step + prologue)
-    seconds = cycles / (g.clock_ghz * 1e9) if occ > 0 else math.inf
+    seconds = max(cycles / (g.clock_ghz * 1e9), unique / (g.dram_gbps * 1e9))
+    seconds = seconds if occ > 0 else math.inf
     return {
         "threads": threads, "smem_bytes": smem, "est_registers": regs, "occupancy": occ,
         "blocks": blocks, "waves": waves, "k_steps": k_steps, "compute_clk": compute,

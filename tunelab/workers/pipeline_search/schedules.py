@@ -6,10 +6,11 @@ the CPU), and per k-step (`k1`) into registers. It annotates nothing itself: `pi
 runs the detection analysis on the scheduled program and derives the annotations from
 what it finds, with `stages` for the outer level and `reg_stages` for the inner one.
 
-CUDA SIMT parameters are ALCOP's dense template's (REFERENCE.md 1c): a block of
+CUDA parameters are ALCOP's dense template's (REFERENCE.md 1c): a block of
 block_row_warps x block_col_warps warps, each warp computing warp_row_tiles x
-warp_col_tiles 16x16 tiles, a k-tile of chunk*16. A warp's 32 threads are laid out 4x8,
-so a thread computes (4*warp_row_tiles) x (2*warp_col_tiles) outputs.
+warp_col_tiles 16x16 tiles, a k-tile of chunk*16. With `tensor_core` each 16x16x16 step is
+a wmma instruction on fp16 fragments; on SIMT a warp's 32 threads are laid out 4x8, so a
+thread computes (4*warp_row_tiles) x (2*warp_col_tiles) outputs.
 """
 
 from __future__ import annotations
@@ -72,6 +73,72 @@ def cuda_vector(p: dict[str, int], dtype: str) -> int:
 
 
 def schedule_cuda(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int]) -> Any:
+    """The CUDA schedule of `p`: tensor cores (wmma) when `tensor_core` is 1, else SIMT."""
+    if p.get("tensor_core"):
+        return schedule_tensor_core(wl, p)
+    return schedule_simt(wl, p)
+
+
+def schedule_tensor_core(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int]) -> Any:
+    """ALCOP's dense template on tensor cores: each warp computes warp_row_tiles x
+    warp_col_tiles 16x16 tiles with wmma (fp16 inputs, fp32 accumulators), operand tiles
+    staged in shared memory per k-tile and loaded into wmma fragments per 16-deep k-step.
+    Warps are threadIdx.y (rows) x threadIdx.z (columns); threadIdx.x is the warp's lanes."""
+    from tvm.s_tir import Schedule
+    from tvm.s_tir.tensor_intrin import cuda as intrin
+
+    brw, bcw = p["block_row_warps"], p["block_col_warps"]
+    sch = Schedule(tensor_program(wl))
+    blk = sch.get_sblock("C")
+    *batch, i, j, r = sch.get_loops(blk)
+    by, wy, wi, ii = sch.split(i, [None, brw, p["warp_row_tiles"], 16])
+    bx, wz, wj, jj = sch.split(j, [None, bcw, p["warp_col_tiles"], 16])
+    k0, k1, kk = sch.split(r, [None, p["chunk"], 16])
+    sch.reorder(*batch, by, bx, wy, wz, k0, k1, wi, wj, ii, jj, kk)
+    if batch:
+        sch.bind(batch[0], "blockIdx.z")
+    sch.bind(by, "blockIdx.y")
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(wy, "threadIdx.y")
+    sch.bind(wz, "threadIdx.z")
+    acc = sch.cache_write(blk, 0, "wmma.accumulator")
+    sch.reverse_compute_at(acc, wz)
+    scope = "shared.dyn" if cuda_shared_bytes(p, wl.dtype) > STATIC_SMEM_LIMIT else "shared"
+    vec = cuda_vector(p, wl.dtype)
+    for operand in (0, 1):
+        tile = _stage(sch, blk, operand, scope)
+        sch.compute_at(tile, k0)
+        fused = sch.fuse(*sch.get_loops(tile)[-2:])
+        _, t2, t1, t0, v = sch.split(fused, [None, brw, bcw, 32, vec])
+        sch.bind(t2, "threadIdx.y")
+        sch.bind(t1, "threadIdx.z")
+        sch.bind(t0, "threadIdx.x")
+        sch.vectorize(v)
+    frag_a = sch.cache_read(blk, 0, "wmma.matrix_a")
+    frag_b = sch.cache_read(blk, 1, "wmma.matrix_b")
+    for frag in (frag_a, frag_b):
+        sch.compute_at(frag, k1)
+    init = sch.decompose_reduction(blk, k0)
+    dyn = "_DYN" if scope == "shared.dyn" else ""
+    sch.tensorize(ii, intrin.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
+    sch.tensorize(sch.get_loops(init)[-2], intrin.WMMA_FILL_16x16x16_F32_INTRIN)
+    rows, _ = sch.get_loops(frag_a)[-2:]
+    sch.tensorize(
+        sch.split(rows, [None, 16])[1], getattr(intrin, f"WMMA_LOAD_16x16x16_F16_A{dyn}_INTRIN")
+    )
+    rows, cols = sch.get_loops(frag_b)[-2:]
+    outer, inner = sch.split(cols, [None, 16])
+    sch.reorder(outer, rows, inner)
+    sch.tensorize(rows, getattr(intrin, f"WMMA_LOAD_16x16x16_F16_B{dyn}_INTRIN"))
+    rows, cols = sch.get_loops(acc)[-2:]
+    r0, r1 = sch.split(rows, [None, 16])
+    c0, c1 = sch.split(cols, [None, 16])
+    sch.reorder(r0, c0, r1, c1)
+    sch.tensorize(r1, intrin.WMMA_STORE_16x16x16_F32_GLOBAL_INTRIN)
+    return sch
+
+
+def schedule_simt(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int]) -> Any:
     """SIMT CUDA schedule with operand tiles in shared memory and fragments in registers."""
     from tvm.s_tir import Schedule
 
