@@ -9,6 +9,7 @@ Two sources, one table (geometric mean last):
   on the target of `--target` (llvm here; cuda on a GPU cluster).
 
     python bench/pipelining.py [--suite cpu-small --budget 32] [--out FILE]
+    python bench/pipelining.py --suite bert-dense --target cuda --arch sm_80   # GPU cluster
 """
 
 from __future__ import annotations
@@ -47,13 +48,13 @@ def best_by_variant(sweeps: list[Sweep]) -> dict[str, float]:
     return best
 
 
-def run_suite(suite: str, budget: int, target: str, db: str) -> list[tuple[str, list[Sweep]]]:
+def run_suite(suite: str, budget: int, target: dict, db: str) -> list[tuple[str, list[Sweep]]]:
     kind = get_kind("pipeline-search")
     engine = get_engine(db)
     out = []
     for workload in kind.suites()[suite]:
         label = kind.describe(workload)
-        common = {"kind": "pipeline-search", "workload": workload, "target": {"kind": target},
+        common = {"kind": "pipeline-search", "workload": workload, "target": target,
                   "measure": {"repeats": 5, "min_repeat_ms": 20}}  # fmt: skip
         searched = api.submit({**common, "name": f"pipelining {label}",
                                "search": {"strategy": "model", "budget": budget,
@@ -70,7 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--suite", help="run this suite live (else: committed sweeps only)")
     parser.add_argument("--budget", type=int, default=32)
-    parser.add_argument("--target", default="llvm")
+    parser.add_argument("--target", default="llvm", choices=["llvm", "cuda"])
+    parser.add_argument("--arch", default="sm_80", help="cuda: the GPUs' architecture")
     parser.add_argument("--db", default="sqlite:///bench-pipelining.db")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -79,7 +81,8 @@ def main() -> None:
         sweep = load_sweep(path)
         rows.append((f"{get_kind(sweep.spec.kind).describe(sweep.spec.workload)} (sweep)", [sweep]))
     if args.suite:
-        rows += run_suite(args.suite, args.budget, args.target, args.db)
+        target = {"kind": args.target, **({"arch": args.arch} if args.target == "cuda" else {})}
+        rows += run_suite(args.suite, args.budget, target, args.db)
     lines = [f"{'workload':<44} {'pipelined':>10} {'unpipelined':>11} {'speedup':>8} "
              f"{'library':>9} {'vs library':>10}"]  # fmt: skip
     speedups, vs_lib = [], []
