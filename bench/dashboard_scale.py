@@ -28,6 +28,7 @@ TARGET_S = 2.0
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdb import fresh_database  # noqa: E402
+from report import emit  # noqa: E402
 
 
 def seed(url: str, total: int) -> tuple[int, list[int], float]:
@@ -169,10 +170,7 @@ def main() -> None:
             ok = "yes" if max(query_s, render_s) < TARGET_S else "NO"
             lines.append(f"{page:<20}{query_s:>10.3f}{render_s:>10.3f}{TARGET_S:>10.1f}  {ok}")
         lines += ["", f"slowest: {worst:.3f} s (target < {TARGET_S:.0f} s)"]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

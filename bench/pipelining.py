@@ -21,6 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from report import emit
+
+from tunelab.dashboard.queries import geomean
 from tunelab.platform import api
 from tunelab.platform.kinds import get_kind
 from tunelab.platform.replay import Sweep, load_sweep
@@ -99,15 +102,10 @@ def main() -> None:
         lines.append(f"{label:<44} {pipe * 1e3:>8.3f}ms {plain * 1e3:>9.3f}ms {s:>7.2f}x "
                      f"{lib_text}")  # fmt: skip
 
-    def geo(xs: list[float]) -> float:
-        return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else math.nan
-
-    lines.append(f"{'geometric mean':<44} {'':>10} {'':>11} {geo(speedups):>7.2f}x "
-                 f"{'':>9} {geo(vs_lib):>9.2f}x")  # fmt: skip
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    geo_speedup, geo_lib = geomean(speedups) or math.nan, geomean(vs_lib) or math.nan
+    lines.append(f"{'geometric mean':<44} {'':>10} {'':>11} {geo_speedup:>7.2f}x "
+                 f"{'':>9} {geo_lib:>9.2f}x")  # fmt: skip
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from report import emit
+
 from tunelab.platform import api
 from tunelab.platform.executor import connect_ray
 from tunelab.platform.kinds import get_kind
@@ -126,10 +128,7 @@ def main() -> None:
         f"(>1 = faster); time per trial: {ms_per / tl_per:.2f}x "
         "less with tunelab",
     ]  # fmt: skip
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -127,33 +127,38 @@ def test_cpu_pipelines_are_correct_for_every_workload(workload: dict, stages: tu
 
 
 needs_nvcc = pytest.mark.skipif(find_nvcc() is None, reason="nvcc is not installed")
+CUDA_WORKLOADS = [
+    {"M": 1024, "N": 1024, "K": 1024, "dtype": "float16"},
+    {"batch": 12, "M": 512, "N": 64, "K": 512, "dtype": "float16"},
+    {"op": "conv2d", "batch": 64, "H": 56, "W": 56, "C": 64, "K": 64, "pad": 1,
+     "dtype": "float16"},
+]  # fmt: skip
+
+
+def _build_cuda(workload: dict, arch: str, p: dict) -> tuple[object, dict, dict[str, int]]:
+    """Build one CUDA candidate; check what every pipelined one must have: a cubin from
+    nvcc, cp.async with commit/wait groups, one grid z per batch. Returns the build, its
+    bundle and the sizes of the arrays the kernel declares."""
+    built = KIND.build(_spec(workload, {"kind": "cuda", "arch": arch}), p)
+    bundle = pickle.loads(built.artifact)
+    src = bundle["source"]
+    assert bundle["cubin"][:4] == b"\x7fELF"  # nvcc compiled it for this arch
+    assert "cp.async" in src and "cp.async.commit_group" in src and "cp.async.wait_group" in src
+    batch = workload.get("batch", 1) if workload.get("op", "gemm") == "gemm" else 1
+    assert bundle["grid"][2] == batch
+    return built, bundle, {k: int(v) for k, v in re.findall(r"(\w+)_ptr\[(\d+)\]", src)}
 
 
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize(
-    "workload",
-    [
-        {"M": 1024, "N": 1024, "K": 1024, "dtype": "float16"},
-        {"batch": 12, "M": 512, "N": 64, "K": 512, "dtype": "float16"},
-        {"op": "conv2d", "batch": 64, "H": 56, "W": 56, "C": 64, "K": 64, "pad": 1,
-         "dtype": "float16"},
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("workload", CUDA_WORKLOADS)
 def test_cuda_two_level_pipeline_codegen_and_nvcc(workload: dict, arch: str) -> None:
-    spec = _spec(workload, {"kind": "cuda", "arch": arch})
-    p = {**CUDA_P, "stages": 4, "reg_stages": 2}
-    built = KIND.build(spec, p)
-    bundle = pickle.loads(built.artifact)
-    src = bundle["source"]
-    assert bundle["cubin"][:4] == b"\x7fELF"  # nvcc compiled it for this arch
+    built, bundle, arrays = _build_cuda(workload, arch, {**CUDA_P, "stages": 4, "reg_stages": 2})
     # Block tile 64x64, k-tile 32: four stages make each shared buffer 4x its tile.
-    arrays = dict(re.findall(r"(\w+)_ptr\[(\d+)\]", src))
-    assert int(arrays["A_shared"]) == int(arrays["B_shared"]) == 4 * 64 * 32
+    assert arrays["A_shared"] == arrays["B_shared"] == 4 * 64 * 32
     # Register level: 2 stages of a thread's 8 A values and 4 B values.
-    assert int(arrays["A_shared_local"]) == 2 * 8 and int(arrays["B_shared_local"]) == 2 * 4
-    assert "cp.async" in src and "cp.async.commit_group" in src and "cp.async.wait_group" in src
-    assert bundle["grid"][2] == workload.get("batch", 1) if workload.get("op") != "conv2d" else 1
+    assert arrays["A_shared_local"] == 2 * 8 and arrays["B_shared_local"] == 2 * 4
+    assert bundle["block"] == [16, 8, 1]  # SIMT: 8 x 4 threads per warp, 2 x 2 warps
     assert {(r["level"], r["stages"], r["async"]) for r in built.info["pipelined"]} == {
         ("global->shared", 4, True), ("shared->register", 2, False)}  # fmt: skip
 
@@ -218,27 +223,14 @@ def test_outer_annotation_is_sized_to_the_body_with_the_inner_pipeline_expanded(
 
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize(
-    "workload",
-    [
-        {"M": 1024, "N": 1024, "K": 1024, "dtype": "float16"},
-        {"batch": 12, "M": 512, "N": 64, "K": 512, "dtype": "float16"},
-        {"op": "conv2d", "batch": 64, "H": 56, "W": 56, "C": 64, "K": 64, "pad": 1,
-         "dtype": "float16"},
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("workload", CUDA_WORKLOADS)
 def test_tensor_core_pipelines_at_both_levels(workload: dict, arch: str) -> None:
-    spec = _spec(workload, {"kind": "cuda", "arch": arch})
     p = {**CUDA_P, "stages": 3, "reg_stages": 2, "tensor_core": 1}
-    built = KIND.build(spec, p)
-    bundle = pickle.loads(built.artifact)
-    src = bundle["source"]
-    assert bundle["cubin"][:4] == b"\x7fELF"
-    assert "wmma::mma_sync" in src and "cp.async.commit_group" in src
-    arrays = dict(re.findall(r"(\w+)_ptr\[(\d+)\]", src))
-    assert int(arrays["A_shared"]) == int(arrays["B_shared"]) == 3 * 64 * 32  # 3-fold tiles
+    built, bundle, arrays = _build_cuda(workload, arch, p)
+    assert "wmma::mma_sync" in bundle["source"]
+    assert arrays["A_shared"] == arrays["B_shared"] == 3 * 64 * 32  # 3-fold tiles
     # Fragments: 2 register stages x 2 warp tiles of a 16x16 wmma fragment each.
-    assert int(arrays["A_shared_wmma_matrix_a"]) == int(arrays["B_shared_wmma_matrix_b"]) == 4
+    assert arrays["A_shared_wmma_matrix_a"] == arrays["B_shared_wmma_matrix_b"] == 4
     assert bundle["block"] == [32, 2, 2] and built.info["mma_sync"] > 0
     # The fragment loads are found by the same analysis, as register-level copies.
     assert {(r["buffer"], r["level"], r["stages"]) for r in built.info["pipelined"]} == {

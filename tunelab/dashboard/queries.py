@@ -30,7 +30,15 @@ from sqlalchemy import (
 )
 
 from tunelab.platform.jobs import STALE_AFTER
-from tunelab.schema.models import Environment, Job, JobStatus, Trial, TrialStatus, Workload
+from tunelab.schema.models import (
+    Environment,
+    Job,
+    JobStatus,
+    Trial,
+    TrialStatus,
+    Workload,
+    trial_baseline,
+)
 
 OK = str(TrialStatus.ok)
 
@@ -217,7 +225,7 @@ def best_so_far(engine: Engine, job_ids: Sequence[int]) -> dict[int, list[CurveP
     """
     if not job_ids:
         return {}
-    searched = and_(Trial.status == OK, Trial.extra["baseline"].as_string().is_(None))
+    searched = and_(Trial.status == OK, trial_baseline().is_(None))
     lat = case((searched, Trial.latency_median_s))
     win = {"partition_by": Trial.job_id, "order_by": Trial.id}
     running = (
@@ -495,7 +503,7 @@ class SpeedupRow:
 def variant_expr() -> Any:
     """`baseline:<name>` for trials with extra.baseline, else pipelined / unpipelined by
     params.stages or params.reg_stages (> 1 pipelined; missing counts as 1)."""
-    baseline = Trial.extra["baseline"].as_string()
+    baseline = trial_baseline()
     stages = func.coalesce(Trial.params["stages"].as_integer(), 1)
     reg_stages = func.coalesce(Trial.params["reg_stages"].as_integer(), 1)
     return case(

@@ -249,10 +249,10 @@ class JobRunner:
         strategy = make_strategy(
             kind.space(spec), spec.search, lambda p: kind.model_features(spec, p)
         )
-        done = jobs.done_keys(self.engine, self.job_id)
-        for trial in jobs.trials(self.engine, self.job_id):  # a resumed model picks up here
-            ok = trial.status == TrialStatus.ok
-            strategy.tell(trial.candidate, trial.latency_median_s if ok else None)
+        recorded = jobs.recorded_results(self.engine, self.job_id)
+        done = set(recorded)
+        for key, seconds in recorded.items():  # a resumed model strategy learns from these
+            strategy.tell(key, seconds)
         baselines = [(candidate_key(p), p) for p in kind.baselines(spec)]
         total = strategy.total + len(baselines)
         with self.engine.begin() as conn:

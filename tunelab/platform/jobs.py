@@ -7,7 +7,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tunelab.platform.kinds import get_kind, workload_hash
@@ -19,7 +19,9 @@ from tunelab.schema.models import (
     Job,
     JobStatus,
     Trial,
+    TrialStatus,
     Workload,
+    trial_baseline,
 )
 
 # A running job whose driver has not written for this long is taken to have lost it.
@@ -164,10 +166,14 @@ def list_jobs(
         return list(s.scalars(stmt))
 
 
-def done_keys(engine: Engine, job_id: int) -> set[str]:
-    """Candidates of a job that already have a trial."""
+def recorded_results(engine: Engine, job_id: int) -> dict[str, float | None]:
+    """Candidates of a job that already have a trial, with their median latency (None
+    unless the trial is `ok`): what a resumed driver skips and its strategy learns from."""
+    ok = case((Trial.status == TrialStatus.ok, Trial.latency_median_s), else_=None)
+    stmt = select(Trial.candidate, ok).where(Trial.job_id == job_id).order_by(Trial.id)
     with engine.connect() as conn:
-        return set(conn.execute(select(Trial.candidate).where(Trial.job_id == job_id)).scalars())
+        # Not dict(result): a Result has keys() (its column names) and would be read as a mapping.
+        return {key: seconds for key, seconds in conn.execute(stmt)}
 
 
 def status_counts(engine: Engine, job_id: int) -> dict[str, int]:
@@ -191,7 +197,7 @@ def trials(
     stmt = select(Trial).where(Trial.job_id == job_id)
     if top is not None:
         stmt = (
-            stmt.where(Trial.status == "ok", Trial.extra["baseline"].as_string().is_(None))
+            stmt.where(Trial.status == "ok", trial_baseline().is_(None))
             .order_by(Trial.latency_median_s)
             .limit(top)
         )
@@ -207,9 +213,7 @@ def trials(
 
 def baseline_trials(engine: Engine, job_id: int) -> list[Trial]:
     """A job's library-baseline trials (`extra.baseline`)."""
-    stmt = select(Trial).where(
-        Trial.job_id == job_id, Trial.extra["baseline"].as_string().is_not(None)
-    )
+    stmt = select(Trial).where(Trial.job_id == job_id, trial_baseline().is_not(None))
     with session_scope(engine) as s:
         return list(s.scalars(stmt.order_by(Trial.id)))
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 
 from tunelab.platform.jobs import insert_ignore
-from tunelab.schema.models import Environment, Job, Trial, TrialStatus
+from tunelab.schema.models import Environment, Job, Trial, TrialStatus, trial_baseline
 
 ENV_COLUMNS = (
     "fingerprint",
@@ -143,7 +143,7 @@ def refresh_job(conn: Any, job_id: int) -> None:
         .where(
             Trial.job_id == job_id,
             Trial.status == TrialStatus.ok,
-            Trial.extra["baseline"].as_string().is_(None),  # a reference, not a result
+            trial_baseline().is_(None),  # a reference, not a result
         )
         .order_by(Trial.latency_median_s)
         .limit(1)

@@ -144,14 +144,14 @@ def replay(sweep: Sweep, search: SearchSpec | dict[str, Any]) -> ReplayResult:
         batch = strategy.propose(search.batch_size, done)
         if not batch:
             return result
-        for key, _ in batch:
-            seconds = sweep.latency(key)
+        answers = [(key, sweep.latency(key)) for key, _ in batch]
+        for key, seconds in answers:
             result.keys.append(key)
             result.latencies.append(seconds)
             result.predictions.append(strategy.prediction(key))
             done.add(key)
-        for key, _ in batch:  # the batch is measured together, then the model learns
-            strategy.tell(key, sweep.latency(key))
+        for key, seconds in answers:  # the batch is measured together, then the model learns
+            strategy.tell(key, seconds)
 
 
 def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: SearchSpec) -> int:

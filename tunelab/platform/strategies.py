@@ -47,7 +47,8 @@ class SearchStrategy(ABC):
         self.search = search
         self.keys = [candidate_key(p) for p in space]
         self.index = {k: i for i, k in enumerate(self.keys)}
-        self.features = [featurize(p) for p in space] if featurize else [None] * len(space)
+        self.featurize = featurize
+        self._features: dict[int, dict[str, float] | None] = {}  # computed when asked
         self.predictions: dict[str, Prediction] = {}
         self.observed: dict[str, float | None] = {}
 
@@ -61,8 +62,15 @@ class SearchStrategy(ABC):
         if key in self.predictions:
             return self.predictions[key]
         i = self.index.get(key)
-        pred = self.features[i].get(ANALYTICAL) if i is not None and self.features[i] else None
+        f = self.features(i) if i is not None else None
+        pred = f.get(ANALYTICAL) if f else None
         return Prediction(pred, "analytical", 0) if pred and math.isfinite(pred) else None
+
+    def features(self, i: int) -> dict[str, float] | None:
+        """The kind's model features of candidate `i` (None without a model)."""
+        if i not in self._features:
+            self._features[i] = self.featurize(self.space[i]) if self.featurize else None
+        return self._features[i]
 
     @property
     def total(self) -> int:
@@ -130,14 +138,15 @@ class ModelStrategy(SearchStrategy):
         super().__init__(space, search, featurize)
         if featurize is None and search.cost_model != "xgboost":
             raise ValueError("this job kind has no performance model; use cost_model: xgboost")
-        if search.cost_model == "xgboost":
+        features = [self.features(i) for i in range(len(space))]  # every one is ranked
+        if search.cost_model == "xgboost":  # the knobs alone
             knobs = [
                 {k: float(v) for k, v in p.items() if isinstance(v, int | float)} for p in space
             ]
             self.x = feature_matrix(knobs, with_analytical=False)
         else:
-            self.x = feature_matrix(self.features, with_analytical=True)
-        analytical = [f.get(ANALYTICAL) if f else None for f in self.features]
+            self.x = feature_matrix(features, with_analytical=True)
+        analytical = [f.get(ANALYTICAL) if f else None for f in features]
         self.analytical = np.array([a if a and math.isfinite(a) else np.inf for a in analytical])
         # Combined: the trees learn the analytical model's error (its log is the base
         # margin) as well as seeing the prediction as a feature.

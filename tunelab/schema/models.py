@@ -167,3 +167,9 @@ class Trial(Base):
     extra: Mapped[dict[str, Any]]
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def trial_baseline() -> Any:
+    """SQL: the library a trial measured as a baseline (`extra.baseline`), NULL for a
+    searched candidate. Baselines are references beside the search, never its result."""
+    return Trial.extra["baseline"].as_string()

@@ -21,8 +21,6 @@ from typing import Any
 from tunelab.platform.kinds import Built, Measurement, RunError
 from tunelab.platform.spec import JobSpec
 
-TORCH_DTYPES = {"float16": "float16", "float32": "float32"}
-
 
 def _check(result: Any, name: str) -> Any:
     err, *rest = result if isinstance(result, tuple) else (result,)

@@ -250,8 +250,6 @@ class PipelineSearch(JobKind):
         return SUITES
 
     def model_features(self, spec: JobSpec, params: dict[str, Any]) -> dict[str, float] | None:
-        if "baseline" in params:
-            return None
         from tunelab.workers.pipeline_search.perf_model import features
 
         wl = self.workload_model.model_validate(spec.workload)

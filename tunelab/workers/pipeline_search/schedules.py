@@ -72,6 +72,32 @@ def cuda_vector(p: dict[str, int], dtype: str) -> int:
     return vec
 
 
+def _bind_blocks(sch: Any, batch: list[Any], by: Any, bx: Any) -> None:
+    if batch:
+        sch.bind(batch[0], "blockIdx.z")
+    sch.bind(by, "blockIdx.y")
+    sch.bind(bx, "blockIdx.x")
+
+
+def _shared_tiles(
+    sch: Any, blk: Any, at: Any, wl: GemmWorkload | Conv2dWorkload, p: dict[str, int],
+    threads: list[tuple[int, str]],
+) -> None:  # fmt: skip
+    """Stage both operand tiles in shared memory at loop `at`, each copy spread over the
+    block's `threads` ((extent, threadIdx axis), outermost first) in vectors of up to
+    16 bytes; dynamic shared memory when the stages would pass the static limit."""
+    scope = "shared.dyn" if cuda_shared_bytes(p, wl.dtype) > STATIC_SMEM_LIMIT else "shared"
+    vec = cuda_vector(p, wl.dtype)
+    for operand in (0, 1):
+        tile = _stage(sch, blk, operand, scope)
+        sch.compute_at(tile, at)
+        fused = sch.fuse(*sch.get_loops(tile)[-2:])
+        *bound, v = sch.split(fused, [None, *(n for n, _ in threads), vec])[1:]
+        for loop, (_, axis) in zip(bound, threads, strict=True):
+            sch.bind(loop, axis)
+        sch.vectorize(v)
+
+
 def schedule_cuda(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int]) -> Any:
     """The CUDA schedule of `p`: tensor cores (wmma) when `tensor_core` is 1, else SIMT."""
     if p.get("tensor_core"):
@@ -95,31 +121,19 @@ def schedule_tensor_core(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int]) -
     bx, wz, wj, jj = sch.split(j, [None, bcw, p["warp_col_tiles"], 16])
     k0, k1, kk = sch.split(r, [None, p["chunk"], 16])
     sch.reorder(*batch, by, bx, wy, wz, k0, k1, wi, wj, ii, jj, kk)
-    if batch:
-        sch.bind(batch[0], "blockIdx.z")
-    sch.bind(by, "blockIdx.y")
-    sch.bind(bx, "blockIdx.x")
+    _bind_blocks(sch, batch, by, bx)
     sch.bind(wy, "threadIdx.y")
     sch.bind(wz, "threadIdx.z")
     acc = sch.cache_write(blk, 0, "wmma.accumulator")
     sch.reverse_compute_at(acc, wz)
-    scope = "shared.dyn" if cuda_shared_bytes(p, wl.dtype) > STATIC_SMEM_LIMIT else "shared"
-    vec = cuda_vector(p, wl.dtype)
-    for operand in (0, 1):
-        tile = _stage(sch, blk, operand, scope)
-        sch.compute_at(tile, k0)
-        fused = sch.fuse(*sch.get_loops(tile)[-2:])
-        _, t2, t1, t0, v = sch.split(fused, [None, brw, bcw, 32, vec])
-        sch.bind(t2, "threadIdx.y")
-        sch.bind(t1, "threadIdx.z")
-        sch.bind(t0, "threadIdx.x")
-        sch.vectorize(v)
+    warps = [(brw, "threadIdx.y"), (bcw, "threadIdx.z"), (32, "threadIdx.x")]
+    _shared_tiles(sch, blk, k0, wl, p, warps)
     frag_a = sch.cache_read(blk, 0, "wmma.matrix_a")
     frag_b = sch.cache_read(blk, 1, "wmma.matrix_b")
     for frag in (frag_a, frag_b):
         sch.compute_at(frag, k1)
     init = sch.decompose_reduction(blk, k0)
-    dyn = "_DYN" if scope == "shared.dyn" else ""
+    dyn = "_DYN" if cuda_shared_bytes(p, wl.dtype) > STATIC_SMEM_LIMIT else ""
     sch.tensorize(ii, intrin.WMMA_SYNC_16x16x16_f16f16f32_INTRIN)
     sch.tensorize(sch.get_loops(init)[-2], intrin.WMMA_FILL_16x16x16_F32_INTRIN)
     rows, _ = sch.get_loops(frag_a)[-2:]
@@ -150,24 +164,13 @@ def schedule_simt(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int]) -> Any:
     bx, tx, tj = sch.split(j, [None, t["threads_x"], t["thread_n"]])
     k0, k1 = sch.split(r, [None, t["block_k"]])
     sch.reorder(*batch, by, bx, ty, tx, k0, k1, ti, tj)
-    if batch:
-        sch.bind(batch[0], "blockIdx.z")
-    sch.bind(by, "blockIdx.y")
-    sch.bind(bx, "blockIdx.x")
+    _bind_blocks(sch, batch, by, bx)
     sch.bind(ty, "threadIdx.y")
     sch.bind(tx, "threadIdx.x")
     acc = sch.cache_write(blk, 0, "local")
     sch.reverse_compute_at(acc, tx)
-    scope = "shared.dyn" if cuda_shared_bytes(p, wl.dtype) > STATIC_SMEM_LIMIT else "shared"
-    vec = cuda_vector(p, wl.dtype)
-    for operand in (0, 1):
-        tile = _stage(sch, blk, operand, scope)
-        sch.compute_at(tile, k0)
-        fused = sch.fuse(*sch.get_loops(tile)[-2:])
-        _, t1, t0, v = sch.split(fused, [None, t["threads_y"], t["threads_x"], vec])
-        sch.bind(t1, "threadIdx.y")
-        sch.bind(t0, "threadIdx.x")
-        sch.vectorize(v)
+    threads = [(t["threads_y"], "threadIdx.y"), (t["threads_x"], "threadIdx.x")]
+    _shared_tiles(sch, blk, k0, wl, p, threads)
     for operand in (0, 1):
         frag = sch.cache_read(blk, operand, "local")
         sch.compute_at(frag, k1)

@@ -144,13 +144,6 @@ SUITES: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def suite(name: str) -> list[GemmWorkload | Conv2dWorkload]:
-    """The workloads of a named suite; KeyError names the known ones."""
-    if name not in SUITES:
-        raise KeyError(f"unknown suite {name!r} (known: {', '.join(sorted(SUITES))})")
-    return [parse_workload(w) for w in SUITES[name]]
-
-
 def tensor_program(wl: GemmWorkload | Conv2dWorkload) -> Any:
     """The unscheduled PrimFunc. Its reduction block is `C`; its GEMM operands are `A`
     and `B` (for conv2d, the im2col and filter views, which schedules stage per tile)."""
