@@ -123,13 +123,18 @@ class JobKind(ABC):
         """Check and time one built candidate; raise WrongResult if its output is wrong."""
 
 
+def canonical_json(value: Any) -> str:
+    """Canonical JSON text of parameters or a workload (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def candidate_key(params: dict[str, Any]) -> str:
-    """Canonical text of a candidate's parameters: its identity within a job."""
-    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+    """A candidate's identity within a job: the SHA-256 of its parameters' canonical JSON."""
+    return hashlib.sha256(canonical_json(params).encode()).hexdigest()
 
 
 def workload_hash(kind: str, workload: dict[str, Any]) -> str:
-    return hashlib.sha256(f"{kind}\n{candidate_key(workload)}".encode()).hexdigest()
+    return hashlib.sha256(f"{kind}\n{canonical_json(workload)}".encode()).hexdigest()
 
 
 _registered: dict[str, JobKind] = {}

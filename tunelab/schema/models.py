@@ -14,12 +14,15 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -58,9 +61,20 @@ class JobStatus(enum.StrEnum):
 TERMINAL_JOB_STATUSES = {JobStatus.completed, JobStatus.failed, JobStatus.cancelled}
 
 
-class TrialStatus(enum.StrEnum):
-    """Outcome of one evaluated candidate. Only `ok` trials can be a job's best."""
+class Direction(enum.StrEnum):
+    """Which way an objective improves."""
 
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+class TrialStatus(enum.StrEnum):
+    """Outcome of one evaluated candidate. Only `ok` trials can be a job's best.
+
+    `running` is the one non-final status: a long evaluation under way, with a heartbeat;
+    its row is replaced by the final result when the evaluation ends."""
+
+    running = "running"
     ok = "ok"
     built = "built"  # compiled, not measured (build-only jobs, e.g. CUDA with no GPU)
     build_error = "build_error"
@@ -125,6 +139,10 @@ class Job(Base):
     n_done: Mapped[int] = mapped_column(Integer, default=0)
     n_ok: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    # The primary objective every ranking of this job follows (the kind declares it).
+    objective: Mapped[str] = mapped_column(String(64), default="latency_s")
+    direction: Mapped[str] = mapped_column(String(8), default=Direction.minimize)
+    best_value: Mapped[float | None] = mapped_column(Float)
     best_latency_s: Mapped[float | None] = mapped_column(Float)
     best_trial_id: Mapped[int | None] = mapped_column(BigId)
     error: Mapped[str | None] = mapped_column(Text)
@@ -139,37 +157,124 @@ class Job(Base):
 
 
 class Trial(Base):
-    """One evaluated candidate of a job. (job, candidate) is unique: recording is idempotent."""
+    """One evaluated candidate of a job. (job, candidate) is unique: recording is idempotent.
+
+    `candidate` is the SHA-256 of the parameters' canonical JSON (`params` holds them), so
+    candidates of any size fit. `value` is the primary objective, `objectives` every named
+    objective; the latency columns are filled by kinds that time their candidates.
+    Platform-owned facts have columns (`baseline`, `model`, `model_version`,
+    `attempt_errors`); `extra` is the kind's own."""
 
     __tablename__ = "trials"
     __table_args__ = (
         UniqueConstraint("job_id", "candidate"),
         Index(None, "job_id", "status", "latency_median_s"),  # per-job counts and top-k
+        Index(None, "job_id", "status", "value"),  # ranking by the primary objective
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    candidate: Mapped[str] = mapped_column(String(512))
+    candidate: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    objectives: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     latency_median_s: Mapped[float | None] = mapped_column(Float)
     latency_mean_s: Mapped[float | None] = mapped_column(Float)
     latency_stdev_s: Mapped[float | None] = mapped_column(Float)
     latency_min_s: Mapped[float | None] = mapped_column(Float)
     n_repeats: Mapped[int | None] = mapped_column(Integer)
+    latencies_s: Mapped[list[float] | None] = mapped_column(JSONType)
     predicted_cost: Mapped[float | None] = mapped_column(Float)
     build_s: Mapped[float | None] = mapped_column(Float)
     run_s: Mapped[float | None] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
+    attempt_errors: Mapped[list[str] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)
     worker_node: Mapped[str | None] = mapped_column(String(255))
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
+    baseline: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[int | None] = mapped_column(Integer)
     extra: Mapped[dict[str, Any]]
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Step(Base):
+    """An intermediate report of a long evaluation (`trial_key` = its candidate) or of
+    the job itself (`trial_key` = ''): a learning curve is a job's or trial's steps.
+    (job, trial_key, step) is unique: a step reported twice keeps its first record."""
+
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("job_id", "trial_key", "step"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    trial_key: Mapped[str] = mapped_column(String(64), default="")
+    step: Mapped[int] = mapped_column(BigInteger)
+    metrics: Mapped[dict[str, Any]]
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Blob(Base):
+    """Content-addressed bytes (SHA-256), stored as chunks so nothing loads them whole."""
+
+    __tablename__ = "blobs"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    n_chunks: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BlobChunk(Base):
+    __tablename__ = "blob_chunks"
+    __table_args__ = (PrimaryKeyConstraint("blob_hash", "seq"),)
+
+    blob_hash: Mapped[str] = mapped_column(ForeignKey("blobs.hash", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Artifact(Base):
+    """A named artifact of a job (a checkpoint, a rewritten graph, a kernel's source),
+    pointing at a blob; any node reaches it through the database. Checkpoints beyond a
+    job's retention are pruned unless pinned."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "name"), Index(None, "blob_hash"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    trial_key: Mapped[str] = mapped_column(String(64), default="")
+    checkpoint: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[int | None] = mapped_column(BigInteger)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    blob_hash: Mapped[str] = mapped_column(ForeignKey("blobs.hash"))
+    size: Mapped[int] = mapped_column(BigInteger)
+    meta: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KindData(Base):
+    """Data a kind keeps across jobs (per-operator costs, tuning records), keyed by the
+    kind and a hash of its key, so no kind needs tables of its own."""
+
+    __tablename__ = "kind_data"
+    __table_args__ = (UniqueConstraint("kind", "key_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    key: Mapped[dict[str, Any]]
+    value: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def trial_baseline() -> Any:
-    """SQL: the library a trial measured as a baseline (`extra.baseline`), NULL for a
-    searched candidate. Baselines are references beside the search, never its result."""
-    return Trial.extra["baseline"].as_string()
+    """SQL: the library a trial measured as a baseline, NULL for a searched candidate.
+    Baselines are references beside the search, never its result."""
+    return Trial.baseline

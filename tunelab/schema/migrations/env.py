@@ -1,7 +1,7 @@
 """Alembic environment: runs on the engine tunelab hands over in `config.attributes`."""
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from tunelab.schema.models import Base
 
@@ -9,11 +9,8 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def run_migrations_online() -> None:
-    engine = config.attributes.get("engine")
-    if engine is None:  # plain `alembic` command line: URL from the ini file
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
-    with engine.begin() as connection:
+def _migrate(connection: Connection) -> None:
+    with connection.begin():
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -21,6 +18,25 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = config.attributes.get("engine")
+    if engine is None:  # plain `alembic` command line: URL from the ini file
+        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    with engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            _migrate(connection)
+            return
+        # Batch migrations re-create tables; with foreign keys on, dropping `jobs` would
+        # cascade to every trial. The pragma is ignored inside a transaction: set it first.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+        try:
+            _migrate(connection)
+        finally:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
 
 
 run_migrations_online()
