@@ -26,7 +26,7 @@ from report import emit
 from tunelab.dashboard.queries import geomean
 from tunelab.platform import api
 from tunelab.platform.kinds import get_kind
-from tunelab.platform.replay import Sweep, load_sweep
+from tunelab.platform.search.replay import Sweep, load_sweep
 from tunelab.schema.db import get_engine
 
 DATA = Path(__file__).resolve().parent / "data"

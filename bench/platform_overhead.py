@@ -33,7 +33,7 @@ def run_tunelab(url: str, n: int) -> float:
     from trivial_kind import Trivial
 
     from tunelab.platform import jobs
-    from tunelab.platform.executor import run_job
+    from tunelab.platform.execution import run_job
     from tunelab.platform.kinds import register_kind
     from tunelab.platform.spec import parse_spec
     from tunelab.schema.db import get_engine
@@ -66,7 +66,7 @@ def run_optuna(url: str, n: int) -> float:
 
 def big_job_child(url: str, n: int) -> None:
     """Run an n-trial job in this (child) process and print its peak RSS."""
-    from tunelab.platform.executor import connect_ray
+    from tunelab.platform.execution import connect_ray
 
     connect_ray()
     elapsed = run_tunelab(url, n)
@@ -85,7 +85,7 @@ def main() -> None:
         big_job_child(args.child_big[0], int(args.child_big[1]))
         return
 
-    from tunelab.platform.executor import connect_ray
+    from tunelab.platform.execution import connect_ray
 
     t0 = time.perf_counter()
     connect_ray()

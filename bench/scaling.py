@@ -33,7 +33,7 @@ def child(url: str, trials: int, seconds: float) -> None:
     from trivial_kind import Sleepy
 
     from tunelab.platform import jobs
-    from tunelab.platform.executor import connect_ray, run_job
+    from tunelab.platform.execution import connect_ray, run_job
     from tunelab.platform.kinds import register_kind
     from tunelab.platform.spec import parse_spec
     from tunelab.schema.db import get_engine

@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tunelab.platform.kinds import get_kind
-from tunelab.platform.replay import load_sweep, replay
+from tunelab.platform.search.replay import load_sweep, replay
 
 DATA = Path(__file__).resolve().parent / "data"
 STRATEGIES = [

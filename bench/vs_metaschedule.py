@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from report import emit
 
 from tunelab.platform import api
-from tunelab.platform.executor import connect_ray
+from tunelab.platform.execution import connect_ray
 from tunelab.platform.kinds import get_kind
 from tunelab.platform.spec import parse_spec
 from tunelab.workers.environment import llvm_host_cpu

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tunelab.platform import jobs
-from tunelab.platform.executor import JobError, run_job
+from tunelab.platform.execution import JobError, run_job
 from tunelab.platform.spec import parse_spec
 from tunelab.schema.db import get_engine
 from tunelab.schema.models import JobStatus

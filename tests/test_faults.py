@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tunelab.platform import jobs
-from tunelab.platform.executor import run_job
+from tunelab.platform.execution import run_job
 from tunelab.platform.spec import parse_spec
 from tunelab.schema.db import get_engine
 from tunelab.schema.models import JobStatus

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from tunelab.platform import api, jobs
 from tunelab.platform.cli import app
 from tunelab.platform.kinds import candidate_key, get_kind
-from tunelab.platform.replay import ReplayError, load_sweep, record_replay, replay, save_sweep
+from tunelab.platform.search.replay import ReplayError, load_sweep, record_replay, replay, save_sweep
 from tunelab.platform.spec import SearchSpec, SpecError, parse_spec
-from tunelab.platform.strategies import ModelStrategy
+from tunelab.platform.search.strategies import ModelStrategy
 from tunelab.schema.db import get_engine
 from tunelab.workers.pipeline_search.perf_model import cuda_features
 
@@ -78,7 +78,7 @@ def test_model_strategy_needs_a_model_or_xgboost() -> None:
     with pytest.raises(ValueError, match="no performance model"):
         ModelStrategy(space, SearchSpec(strategy="model"))
     s = ModelStrategy(space, SearchSpec(strategy="model", cost_model="xgboost", batch_size=4))
-    assert len(s.propose(4, set())) == 4
+    assert len(s.ask(4, set())) == 4
 
 
 def test_analytical_model_sees_occupancy_stages_and_waves(monkeypatch) -> None:
@@ -169,7 +169,7 @@ def test_model_job_records_predictions_pipelines_and_the_library_baseline(
     })  # fmt: skip
     engine = get_engine(sqlite_url)
     job_id = jobs.create_job(engine, spec)
-    from tunelab.platform.executor import run_job
+    from tunelab.platform.execution import run_job
 
     assert run_job(engine, job_id) == "completed"
     trials = jobs.trials(engine, job_id)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.platform.replay import load_sweep, replay
+from tunelab.platform.search.replay import load_sweep, replay
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = json.loads((REPO / "tests/data/replay_sequences.json").read_text())

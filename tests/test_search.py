@@ -7,10 +7,10 @@ import statistics
 import pytest
 
 from tunelab.platform import jobs
-from tunelab.platform.executor import run_job
+from tunelab.platform.execution import run_job
 from tunelab.platform.kinds import candidate_key, get_kind
 from tunelab.platform.spec import parse_spec
-from tunelab.platform.strategies import make_strategy
+from tunelab.platform.search.strategies import make_strategy
 from tunelab.schema.db import get_engine
 from tunelab.schema.models import JobStatus
 
@@ -63,15 +63,15 @@ def test_small_search_end_to_end(db_url: str, ray_cluster: str) -> None:
 def test_strategies_are_deterministic() -> None:
     spec = parse_spec({**SMALL, "space": {}, "search": {"strategy": "random", "budget": 20}})
     space = get_kind("pipeline-search").space(spec)
-    plan = [k for k, _ in make_strategy(space, spec.search).propose(100, set())]
-    again = [k for k, _ in make_strategy(space, spec.search).propose(100, set())]
+    plan = [k for k, _ in make_strategy(space, spec.search).ask(100, set())]
+    again = [k for k, _ in make_strategy(space, spec.search).ask(100, set())]
     other_seed = spec.search.model_copy(update={"seed": 1})
-    other = [k for k, _ in make_strategy(space, other_seed).propose(100, set())]
+    other = [k for k, _ in make_strategy(space, other_seed).ask(100, set())]
     assert plan == again and len(plan) == 20 and len(set(plan)) == 20
     assert plan != other
     # Resuming: the recorded candidates are skipped, the rest of the same plan follows.
-    rest = [k for k, _ in make_strategy(space, spec.search).propose(100, set(plan[:7]))]
+    rest = [k for k, _ in make_strategy(space, spec.search).ask(100, set(plan[:7]))]
     assert rest == plan[7:]
     exhaustive = make_strategy(space, spec.search.model_copy(update={"strategy": "exhaustive"}))
-    batch = exhaustive.propose(5, set())
+    batch = exhaustive.ask(5, set())
     assert [p for _, p in batch] == space[:5]

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from tunelab.config import logs_dir, resolve_db_url
 from tunelab.platform import jobs
-from tunelab.platform.executor import Progress, run_job
+from tunelab.platform.execution import Progress, run_job
 from tunelab.platform.spec import JobSpec, expand_suite, load_spec, load_specs, parse_spec
 from tunelab.schema.db import get_engine, normalise_url
 from tunelab.schema.models import Job, JobStatus, Trial

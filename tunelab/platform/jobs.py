@@ -11,6 +11,7 @@ from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tunelab.platform.kinds import get_kind, workload_hash
+from tunelab.platform.objectives import best_first, rankable
 from tunelab.platform.spec import JobSpec
 from tunelab.schema.db import session_scope
 from tunelab.schema.models import (
@@ -61,12 +62,15 @@ def create_job(engine: Engine, spec: JobSpec) -> int:
     """Record a validated spec as a pending job; returns its id."""
     workload_id = _workload_id(engine, spec)
     with session_scope(engine) as s:
+        kind = get_kind(spec.kind)
         job = Job(
             name=spec.name,
             kind=spec.kind,
             spec=spec.model_dump(mode="json"),
             workload_id=workload_id,
-            target=spec.target.label(),
+            target=kind.describe_target(spec)[:128],
+            objective=kind.primary().name,
+            direction=kind.primary().direction,
             status=JobStatus.pending,
             n_planned=0,
             n_done=0,
@@ -167,13 +171,22 @@ def list_jobs(
 
 
 def recorded_results(engine: Engine, job_id: int) -> dict[str, float | None]:
-    """Candidates of a job that already have a trial, with their median latency (None
-    unless the trial is `ok`): what a resumed driver skips and its strategy learns from."""
-    ok = case((Trial.status == TrialStatus.ok, Trial.latency_median_s), else_=None)
-    stmt = select(Trial.candidate, ok).where(Trial.job_id == job_id).order_by(Trial.id)
+    """Candidates of a job that have a final trial, with their primary objective value
+    (None unless the trial is `ok`): what a resumed driver skips and its strategy learns
+    from. `running` trials are not done: a resumed driver evaluates them again."""
+    return {key: value for key, value, _ in recorded(engine, job_id)}
+
+
+def recorded(engine: Engine, job_id: int) -> list[tuple[str, float | None, dict[str, Any]]]:
+    """(candidate, value or None, params) of every final trial of a job, in order."""
+    ok = case((Trial.status == TrialStatus.ok, Trial.value), else_=None)
+    stmt = (
+        select(Trial.candidate, ok, Trial.params)
+        .where(Trial.job_id == job_id, Trial.status != TrialStatus.running)
+        .order_by(Trial.id)
+    )
     with engine.connect() as conn:
-        # Not dict(result): a Result has keys() (its column names) and would be read as a mapping.
-        return {key: seconds for key, seconds in conn.execute(stmt)}
+        return [(key, value, params) for key, value, params in conn.execute(stmt)]
 
 
 def status_counts(engine: Engine, job_id: int) -> dict[str, int]:
@@ -192,15 +205,13 @@ def trials(
     status: str | None = None,
     offset: int = 0,
 ) -> list[Trial]:
-    """A job's trials: with `top`, the fastest correct searched ones (library baselines
-    left out); else all in recording order."""
+    """A job's trials: with `top`, the best correct searched ones by the job's primary
+    objective (library baselines left out); else all in recording order."""
     stmt = select(Trial).where(Trial.job_id == job_id)
     if top is not None:
-        stmt = (
-            stmt.where(Trial.status == "ok", trial_baseline().is_(None))
-            .order_by(Trial.latency_median_s)
-            .limit(top)
-        )
+        with engine.connect() as conn:
+            direction = conn.execute(select(Job.direction).where(Job.id == job_id)).scalar()
+        stmt = stmt.where(rankable()).order_by(*best_first(direction or "minimize")).limit(top)
     else:
         stmt = stmt.order_by(Trial.id)
     if status is not None:

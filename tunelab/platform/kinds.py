@@ -1,8 +1,25 @@
-"""Job kinds are plug-ins: each brings its spec sections, candidate space, build and measure.
+"""The public surface for kind authors: the JobKind contract, its errors and results, the
+evaluation context, and registration.
 
 A kind is found by name among the `tunelab.kinds` entry points (the built-in
 `pipeline-search` is one) or registered in-process with `register_kind`. The kind object
-itself travels to Ray workers, so its `build` and `measure` run there unchanged.
+itself travels to Ray workers, so its `build` and `measure` run there unchanged. Loading
+a kind must stay cheap: import heavy libraries (TVM, torch) inside the methods that need
+them, so listing kinds, `--help`, `jobs` and `show` never import them.
+
+The smallest kind (see README, "Writing a kind")::
+
+    class Square(JobKind):
+        name = "square"
+        workload_model = SquareWorkload          # pydantic model of `workload:`
+        space_model = NoSpace                     # pydantic model of `space:`
+        objectives = (Objective("value", "minimize"),)
+
+        def space(self, spec):
+            return [{"x": x} for x in range(-10, 11)]
+
+        def measure(self, spec, params, built, ctx):
+            return Measurement(objectives={"value": params["x"] ** 2})
 """
 
 from __future__ import annotations
@@ -11,17 +28,41 @@ import functools
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from tunelab.schema.models import TrialStatus
+from tunelab.platform.objectives import LATENCY_OBJECTIVE, Objective
+from tunelab.platform.spec import MeasureSpec
+from tunelab.schema.models import Direction, TrialStatus
 
 if TYPE_CHECKING:
+    from tunelab.platform.search.space import Space
+    from tunelab.platform.search.strategies import SearchStrategy
     from tunelab.platform.spec import JobSpec
+
+__all__ = [
+    "BuildError",
+    "Built",
+    "CandidateError",
+    "Direction",
+    "EvalContext",
+    "InvalidCandidate",
+    "JobKind",
+    "Measurement",
+    "Objective",
+    "Resources",
+    "RunError",
+    "WrongResult",
+    "available_kinds",
+    "candidate_key",
+    "canonical_json",
+    "get_kind",
+    "register_kind",
+]
 
 
 class CandidateError(Exception):
@@ -45,7 +86,7 @@ class RunError(CandidateError):
 
 
 class WrongResult(CandidateError):
-    """The kernel ran but its output differs from the reference: never a winner."""
+    """The candidate ran but its output differs from the reference: never a winner."""
 
     status = TrialStatus.wrong_result
 
@@ -60,18 +101,87 @@ class Built:
 
 @dataclass
 class Measurement:
-    """Seconds per run of each repeat, plus anything the kind wants recorded on the trial."""
+    """What an evaluation reports: the seconds of each timed repeat (timing kinds), named
+    objective values (`latency_s`, the median repeat, is added when repeats are given),
+    and anything the kind wants recorded on the trial (`info`, the trial's `extra`)."""
 
-    latencies_s: list[float]
+    latencies_s: list[float] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    objectives: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where a kind's work runs on the cluster.
+
+    `evaluate`: `node` = one evaluation at a time per node, holding it alone (timing on
+    CPUs); `gpu` = one per GPU; `pool` = as many at once as `workers` (default: as many
+    as the cluster's CPUs allow, `evaluate_cpus` each, leaving one for builds).
+    `build`: Ray resources a build prefers (e.g. {"nvcc": 1}), used when the cluster
+    offers them. `build=None`: the kind has no build step."""
+
+    evaluate: Literal["node", "gpu", "pool"] = "node"
+    evaluate_cpus: float = 1
+    workers: int | None = None
+    build: dict[str, float] | None = field(default_factory=dict)
+
+
+class EvalContext(ABC):
+    """What an evaluation can use while it runs on a worker.
+
+    Steps are buffered and written in batches; checkpoints and artifacts go to the
+    database, where every node of the cluster reaches them; kind data persists across
+    jobs. `cache` lives as long as the worker process (reference data shared by
+    candidates of one workload)."""
+
+    cache: dict[str, Any]
+    job_id: int
+    trial_key: str
+    attempt: int
+    deadline: float | None  # time.monotonic() by which the evaluation must end
+
+    @abstractmethod
+    def report(self, step: int, metrics: dict[str, Any]) -> None:
+        """An intermediate result (a learning-curve point) of this evaluation."""
+
+    @abstractmethod
+    def should_stop(self) -> bool:
+        """True once the job is cancelled or the driver gave this evaluation up: stop soon
+        (a checkpoint first, if the work is worth keeping)."""
+
+    @abstractmethod
+    def save_checkpoint(self, step: int, data: bytes) -> None:
+        """Everything a resumed evaluation needs to go on as if uninterrupted (model,
+        optimiser and RNG states) after `step`; older ones are pruned."""
+
+    @abstractmethod
+    def load_checkpoint(self) -> tuple[int, bytes] | None:
+        """The latest checkpoint of this evaluation (from an earlier attempt), if any."""
+
+    @abstractmethod
+    def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
+        """Store a named artifact of this job (a rewritten graph, a kernel's source);
+        returns its content hash."""
+
+    @abstractmethod
+    def load_artifact(self, ref: str) -> bytes:
+        """An artifact by `JOB:NAME`, id or hash prefix: artifacts of other jobs too."""
+
+    @abstractmethod
+    def kind_data(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        """This kind's data stored under `key` by any job, if any."""
+
+    @abstractmethod
+    def put_kind_data(self, key: dict[str, Any], value: dict[str, Any]) -> None:
+        """Keep `value` under `key` for every later job of this kind (first writer wins)."""
 
 
 class JobKind(ABC):
     """The contract between the platform and one kind of work.
 
     `space` runs on the driver; `build` runs in a CPU task on any node; `measure` runs in
-    a measurement worker that holds the device alone. `cache` is a dict that lives as long
-    as that worker, for reference data shared by candidates of one workload.
+    an evaluation worker placed as `resources()` says. Everything a kind says about its
+    trials (objectives, resources, baselines, model features) comes through here.
     """
 
     name: ClassVar[str]
@@ -79,19 +189,44 @@ class JobKind(ABC):
     # pydantic model (a BaseModel subclass, or a dispatcher over several).
     workload_model: ClassVar[Any]
     space_model: ClassVar[type[BaseModel]]
+    target_model: ClassVar[type[BaseModel] | None] = None
+    measure_model: ClassVar[type[MeasureSpec]] = MeasureSpec
+    # Primary first: every ranking of this kind's trials follows it.
+    objectives: ClassVar[Sequence[Objective]] = (LATENCY_OBJECTIVE,)
+    # Evaluations that report steps and checkpoints: recorded as `running` with a
+    # heartbeat while they run, retried from their last checkpoint when lost.
+    long_running: ClassVar[bool] = False
+    # Keys of a trial's `extra` that a sweep file keeps (for replay).
+    replay_keys: ClassVar[tuple[str, ...]] = ()
 
     def validate_spec(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook
         """Raise ValueError for combinations the field validators cannot see."""
 
     def resolve_spec(self, spec: JobSpec, on_worker: Callable[[Callable[[], Any]], Any]) -> JobSpec:
-        """Fill in what depends on the measurement workers (`on_worker(fn)` runs fn on one).
+        """Fill in what depends on the evaluation workers (`on_worker(fn)` runs fn on one).
 
         Runs on the driver once the workers are up, before anything is built."""
         return spec
 
+    def resources(self, spec: JobSpec) -> Resources:
+        """Where builds and evaluations of this job run."""
+        return Resources()
+
+    def strategies(self) -> dict[str, type[SearchStrategy]]:
+        """Search strategies this kind brings, by name (`search.strategy`)."""
+        return {}
+
     def describe(self, workload: dict[str, Any]) -> str:
         """A short human label for a workload."""
-        return json.dumps(workload, sort_keys=True)
+        return canonical_json(workload)
+
+    def describe_target(self, spec: JobSpec) -> str:
+        """A short label of where the job's candidates run (recorded on the job)."""
+        return ""
+
+    def environment(self) -> dict[str, Any]:
+        """This kind's library versions on the evaluating node (part of its fingerprint)."""
+        return {}
 
     def model_features(self, spec: JobSpec, params: dict[str, Any]) -> dict[str, float] | None:
         """Numbers a cost model can learn from, for a candidate not yet built; the key
@@ -103,24 +238,31 @@ class JobKind(ABC):
         return {}
 
     def baselines(self, spec: JobSpec) -> list[dict[str, Any]]:
-        """Reference candidates measured once per job beside the search (vendor
-        libraries); `build`/`measure` receive them like any candidate and they are
-        recorded with `extra.baseline`, never as the job's best."""
+        """Reference candidates evaluated once per job beside the search (vendor
+        libraries); `build`/`measure` receive them like any candidate. Each is a dict
+        with a `baseline` key naming it; recorded with `baseline` set, never the best."""
         return []
 
     @abstractmethod
-    def space(self, spec: JobSpec) -> list[dict[str, Any]]:
-        """Every candidate's parameters, in a fixed order."""
+    def space(self, spec: JobSpec) -> Space | list[dict[str, Any]]:
+        """The candidates: a list in a fixed order, or a generated `Space`."""
 
-    @abstractmethod
     def build(self, spec: JobSpec, params: dict[str, Any]) -> Built:
-        """Compile one candidate; raise a CandidateError subclass on failure."""
+        """Compile one candidate; raise a CandidateError subclass on failure. Kinds that
+        do not override it have no build step."""
+        return Built(b"")
 
     @abstractmethod
     def measure(
-        self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]
+        self, spec: JobSpec, params: dict[str, Any], built: Built, ctx: EvalContext
     ) -> Measurement:
-        """Check and time one built candidate; raise WrongResult if its output is wrong."""
+        """Check and evaluate one built candidate; raise WrongResult if it is wrong."""
+
+    def has_build(self) -> bool:
+        return type(self).build is not JobKind.build
+
+    def primary(self) -> Objective:
+        return self.objectives[0]
 
 
 def canonical_json(value: Any) -> str:

@@ -7,10 +7,17 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, and_, bindparam, func, select, update
 
 from tunelab.platform.jobs import insert_ignore
-from tunelab.schema.models import Environment, Job, Trial, TrialStatus, trial_baseline
+from tunelab.platform.objectives import (
+    LATENCY_OBJECTIVE,
+    Objective,
+    best_first,
+    objective_values,
+    rankable,
+)
+from tunelab.schema.models import Environment, Job, Trial, TrialStatus
 
 ENV_COLUMNS = (
     "fingerprint",
@@ -24,6 +31,14 @@ ENV_COLUMNS = (
     "python_version",
     "details",
 )
+# Columns a final result writes over a `running` row of the same candidate.
+FINAL_COLUMNS = (
+    "params", "status", "value", "objectives", "latency_median_s", "latency_mean_s",
+    "latency_stdev_s", "latency_min_s", "n_repeats", "latencies_s", "predicted_cost",
+    "build_s", "run_s", "attempts", "attempt_errors", "error", "worker_node",
+    "environment_id", "baseline", "model", "model_version", "extra", "started_at",
+    "finished_at", "heartbeat_at",
+)  # fmt: skip
 
 
 def latency_stats(latencies: list[float] | None) -> dict[str, Any]:
@@ -35,6 +50,7 @@ def latency_stats(latencies: list[float] | None) -> dict[str, Any]:
         "latency_stdev_s": statistics.stdev(latencies) if len(latencies) > 1 else 0.0,
         "latency_min_s": min(latencies),
         "n_repeats": len(latencies),
+        "latencies_s": list(latencies),
     }
 
 
@@ -42,18 +58,29 @@ class Recorder:
     """Buffers finished trials of one job and writes them in batches.
 
     A flush inserts with ON CONFLICT DO NOTHING on (job, candidate), so recording the
-    same candidate twice (a resumed job, a retried flush) keeps the first row. The same
-    transaction refreshes the job's counts, best trial and heartbeat.
+    same candidate twice (a resumed job, a retried flush) keeps the first row; a final
+    result replaces a `running` row of its candidate. The same transaction refreshes the
+    job's counts, best trial and heartbeat. A flush that fails keeps its buffer, so the
+    next one writes it: nothing measured is dropped while the database is away.
     """
 
     def __init__(
-        self, engine: Engine, job_id: int, *, max_rows: int = 500, max_wait_s: float = 1.0
+        self,
+        engine: Engine,
+        job_id: int,
+        *,
+        objective: Objective = LATENCY_OBJECTIVE,
+        max_rows: int = 500,
+        max_wait_s: float = 1.0,
     ) -> None:
         self.engine = engine
         self.job_id = job_id
+        self.objective = objective
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._rows: list[dict[str, Any]] = []
+        self._running: list[dict[str, Any]] = []
+        self._running_keys: set[str] = set()  # candidates that may have a running row
         self._env_ids: dict[str, int] = {}
         self._pending_envs: dict[str, dict[str, Any]] = {}
         self._last_flush = time.monotonic()
@@ -65,36 +92,51 @@ class Recorder:
         params: dict[str, Any],
         status: TrialStatus,
         latencies_s: list[float] | None = None,
+        objectives: dict[str, float] | None = None,
         build_s: float | None = None,
         run_s: float | None = None,
         attempts: int = 1,
+        attempt_errors: list[str] | None = None,
         error: str | None = None,
         worker_node: str | None = None,
         environment: dict[str, Any] | None = None,
         predicted_cost: float | None = None,
+        model: str | None = None,
+        model_version: int | None = None,
+        baseline: str | None = None,
         extra: dict[str, Any] | None = None,
         started_at: datetime | None = None,
     ) -> None:
+        """Buffer one final result."""
+        values = objective_values(latencies_s, objectives)
         row: dict[str, Any] = {
             "job_id": self.job_id,
             "candidate": candidate,
             "params": params,
             "status": str(status),
+            "value": values.get(self.objective.name),
+            "objectives": values or None,
             "latency_median_s": None,
             "latency_mean_s": None,
             "latency_stdev_s": None,
             "latency_min_s": None,
             "n_repeats": None,
+            "latencies_s": None,
             "predicted_cost": predicted_cost,
             "build_s": build_s,
             "run_s": run_s,
             "attempts": attempts,
+            "attempt_errors": attempt_errors or None,
             "error": error,
             "worker_node": worker_node,
             "environment_id": None,
+            "baseline": baseline,
+            "model": model,
+            "model_version": model_version,
             "extra": extra or {},
             "started_at": started_at,
             "finished_at": datetime.now(UTC),
+            "heartbeat_at": None,
             **latency_stats(latencies_s),
         }
         if environment is not None:
@@ -106,46 +148,95 @@ class Recorder:
         if len(self._rows) >= self.max_rows:
             self.flush()
 
+    def add_running(
+        self, *, candidate: str, params: dict[str, Any], attempts: int, baseline: str | None = None
+    ) -> None:
+        """Buffer a `running` row for an evaluation just started (long-running kinds)."""
+        now = datetime.now(UTC)
+        self._running.append(
+            {
+                "job_id": self.job_id, "candidate": candidate, "params": params,
+                "status": str(TrialStatus.running), "attempts": attempts, "baseline": baseline,
+                "extra": {}, "started_at": now, "finished_at": None, "heartbeat_at": now,
+            }
+        )  # fmt: skip
+        self._running_keys.add(candidate)
+
+    def pending(self) -> int:
+        """Results buffered and not yet written."""
+        return len(self._rows)
+
     def due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.max_wait_s
 
     def flush(self) -> None:
-        """Write buffered trials (if any), the job's counts and its heartbeat."""
-        rows, self._rows = self._rows, []
+        """Write buffered trials (if any), the job's counts and its heartbeat. On a
+        database error the buffer is kept and the error raised."""
+        rows = [dict(r) for r in self._rows]
         with self.engine.begin() as conn:
-            for fp, env in list(self._pending_envs.items()):
+            env_ids = dict(self._env_ids)
+            for fp, env in self._pending_envs.items():
                 values = {k: env.get(k) for k in ENV_COLUMNS}
                 values["details"] = values["details"] or {}
                 values["created_at"] = datetime.now(UTC)
                 conn.execute(insert_ignore(self.engine, Environment.__table__).values(**values))
-                self._env_ids[fp] = conn.execute(
+                env_ids[fp] = conn.execute(
                     select(Environment.id).where(Environment.fingerprint == fp)
                 ).scalar_one()
-                del self._pending_envs[fp]
             for row in rows:
                 fp = row.pop("_env", None)
-                row["environment_id"] = self._env_ids.get(fp) if fp else None
+                row["environment_id"] = env_ids.get(fp) if fp else None
+            if self._running:
+                conn.execute(insert_ignore(self.engine, Trial.__table__), self._running)
+            finals = [r for r in rows if r["candidate"] in self._running_keys]
+            if finals:
+                conn.execute(
+                    _replace_running(),
+                    [
+                        {"_job": self.job_id, "_key": r["candidate"]}
+                        | {f"_{c}": r[c] for c in FINAL_COLUMNS}
+                        for r in finals
+                    ],
+                )
             if rows:
                 conn.execute(insert_ignore(self.engine, Trial.__table__), rows)
-            refresh_job(conn, self.job_id)
+            refresh_job(conn, self.job_id, self.objective)
+        # Committed: only now is the buffer let go.
+        self._env_ids = env_ids
+        self._pending_envs.clear()
+        self._running_keys -= {r["candidate"] for r in rows}
+        del self._rows[: len(rows)]
+        self._running.clear()
         self._last_flush = time.monotonic()
 
 
-def refresh_job(conn: Any, job_id: int) -> None:
+def _replace_running() -> Any:
+    """UPDATE a candidate's `running` row with its final result (executemany)."""
+    return (
+        update(Trial.__table__)
+        .where(
+            and_(
+                Trial.__table__.c.job_id == bindparam("_job"),
+                Trial.__table__.c.candidate == bindparam("_key"),
+                Trial.__table__.c.status == str(TrialStatus.running),
+            )
+        )
+        .values({c: bindparam(f"_{c}") for c in FINAL_COLUMNS})
+    )
+
+
+def refresh_job(conn: Any, job_id: int, objective: Objective = LATENCY_OBJECTIVE) -> None:
     """Set a job's counts, best trial and heartbeat from its recorded trials."""
     counts = dict(
         conn.execute(
             select(Trial.status, func.count()).where(Trial.job_id == job_id).group_by(Trial.status)
         ).all()
     )
+    counts.pop(TrialStatus.running, None)
     best = conn.execute(
-        select(Trial.id, Trial.latency_median_s)
-        .where(
-            Trial.job_id == job_id,
-            Trial.status == TrialStatus.ok,
-            trial_baseline().is_(None),  # a reference, not a result
-        )
-        .order_by(Trial.latency_median_s)
+        select(Trial.id, Trial.value, Trial.latency_median_s)
+        .where(Trial.job_id == job_id, rankable())
+        .order_by(*best_first(objective.direction))
         .limit(1)
     ).first()
     n_done = sum(counts.values())
@@ -158,7 +249,8 @@ def refresh_job(conn: Any, job_id: int) -> None:
             n_ok=n_ok,
             n_failed=n_done - n_ok,
             best_trial_id=best[0] if best else None,
-            best_latency_s=best[1] if best else None,
+            best_value=best[1] if best else None,
+            best_latency_s=best[2] if best else None,
             heartbeat_at=datetime.now(UTC),
         )
     )

@@ -1,13 +1,14 @@
 """Job specs: the YAML or JSON a user submits, validated before anything is written.
 
-A spec has sections shared by every job kind (target, search, measure) and a `workload`
-(plus an optional `space`) that the job kind validates with its own models.
+A spec has sections shared by every job kind (`search`, `measure`) and sections the job
+kind validates with its own models: `workload`, `space` and `target`. A kind may extend
+`measure` with its own settings (`JobKind.measure_model`, a subclass of MeasureSpec), and
+a search strategy with options reads them from a section named after it.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,36 +34,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TargetSpec(_Strict):
-    """Where kernels are compiled for: the CPU (`llvm`) or an NVIDIA GPU (`cuda` + arch)."""
+class SearchSpec(BaseModel):
+    """How candidates are chosen: strategy, how many in all, how many per batch.
 
-    kind: Literal["llvm", "cuda"] = "llvm"
-    arch: str | None = Field(None, description="CUDA compute capability, e.g. sm_80")
-    mcpu: str | None = Field(
-        None, description="LLVM CPU name; default: that of the measurement workers"
-    )
+    `strategy` names a built-in (exhaustive, random, model), an installed strategy or
+    one the kind brings; a strategy's own options go in a section named after it."""
 
-    @model_validator(mode="after")
-    def _arch(self) -> TargetSpec:
-        if self.kind == "cuda":
-            if self.arch is None:
-                raise ValueError("a cuda target needs an arch, e.g. arch: sm_80")
-            if not re.fullmatch(r"sm_\d{2,3}[a-z]?", self.arch):
-                raise ValueError(f"arch must look like sm_80 or sm_90a, got {self.arch!r}")
-            if self.mcpu is not None:
-                raise ValueError("mcpu applies to llvm targets only")
-        elif self.arch is not None:
-            raise ValueError("arch applies to cuda targets only")
-        return self
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    def label(self) -> str:
-        return self.kind if self.arch is None else f"{self.kind}:{self.arch}"
-
-
-class SearchSpec(_Strict):
-    """How candidates are chosen: strategy, how many in all, how many per batch."""
-
-    strategy: Literal["exhaustive", "random", "model"] = "exhaustive"
+    strategy: str = "exhaustive"
     budget: PositiveInt | None = Field(None, description="trials in all; default: the whole space")
     batch_size: PositiveInt = 16
     seed: int = 0
@@ -75,31 +55,50 @@ class SearchSpec(_Strict):
         0.1, ge=0, le=1, description="model strategy: share of each batch picked at random"
     )
 
+    def options_for(self, strategy: str, model: type[BaseModel] | None) -> BaseModel | None:
+        """The validated options section of `strategy` (its model's defaults if absent)."""
+        if model is None:
+            return None
+        return model.model_validate((self.model_extra or {}).get(strategy, {}))
+
 
 class MeasureSpec(_Strict):
-    """How each built candidate is timed and when a build or run is given up."""
+    """How each candidate is evaluated and when a build or an evaluation is given up.
+
+    Kinds that time their candidates read `warmup`/`repeats`; a kind adds settings of its
+    own by subclassing this model (`JobKind.measure_model`)."""
 
     warmup: int = Field(1, ge=0)
     repeats: PositiveInt = 5
-    number: PositiveInt = Field(1, description="kernel runs averaged into one repeat")
-    min_repeat_ms: int = Field(0, ge=0)
     build_timeout_s: PositiveFloat = 60.0
-    run_timeout_s: PositiveFloat = 60.0
+    run_timeout_s: PositiveFloat = Field(
+        60.0, description="deadline of one evaluation (a training run may set hours)"
+    )
+    heartbeat_timeout_s: PositiveFloat = Field(
+        120.0,
+        description="a long evaluation (one that reports steps) silent for this long is "
+        "taken for dead: its worker is replaced and the evaluation retried",
+    )
     max_attempts: PositiveInt = Field(2, le=10, description="tries before a lost worker fails")
-    build_only: bool = Field(False, description="compile every candidate, measure none")
-    check: bool = Field(True, description="compare each kernel's output with a reference")
+    build_only: bool = Field(False, description="build every candidate, evaluate none")
+    check: bool = Field(True, description="compare each result with a reference")
+    keep_checkpoints: PositiveInt = Field(
+        3, description="checkpoints kept per evaluation (and for the job); pinned ones stay"
+    )
 
 
 class JobSpec(_Strict):
-    """A whole job. `workload` and `space` are validated by the job kind's own models."""
+    """A whole job. `workload`, `space` and `target` are validated by the job kind's own
+    models, `measure` by the kind's MeasureSpec (sub)class."""
 
     name: str = Field(min_length=1, max_length=255)
     kind: str
     workload: dict[str, Any]
     space: dict[str, Any] = Field(default_factory=dict)
-    target: TargetSpec = TargetSpec()
+    # The kind's target model (None for kinds without one) and measure model instances.
+    target: Any = Field(default=None, validate_default=True)
     search: SearchSpec = SearchSpec()
-    measure: MeasureSpec = MeasureSpec()
+    measure: Any = Field(default=None, validate_default=True)
 
     @field_validator("kind")
     @classmethod
@@ -121,6 +120,52 @@ class JobSpec(_Strict):
 
         model = getattr(get_kind(kind_name), f"{info.field_name}_model")
         return model.model_validate(value).model_dump(mode="json")
+
+    @field_validator("target", "measure")
+    @classmethod
+    def _kind_model(cls, value: Any, info: ValidationInfo) -> Any:
+        kind_name = info.data.get("kind")
+        if kind_name is None:
+            return value
+        from tunelab.platform.kinds import get_kind
+
+        model = getattr(get_kind(kind_name), f"{info.field_name}_model")
+        if model is None:
+            if value:
+                raise ValueError(f"kind {kind_name!r} takes no {info.field_name} section")
+            return None
+        if isinstance(value, model):
+            return value
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        return model.model_validate(value or {})
+
+    @field_validator("search")
+    @classmethod
+    def _strategy(cls, value: SearchSpec, info: ValidationInfo) -> SearchSpec:
+        kind_name = info.data.get("kind")
+        if kind_name is None:
+            return value
+        from tunelab.platform.kinds import get_kind
+        from tunelab.platform.search.strategies import available_strategies, get_strategy
+
+        kind = get_kind(kind_name)
+        name = value.strategy
+        if name not in available_strategies(kind):
+            known = ", ".join(sorted(available_strategies(kind)))
+            raise ValueError(f"unknown strategy {name!r} (known: {known})")
+        strategy = get_strategy(name, kind)
+        for section in value.model_extra or {}:
+            if section != name or strategy.options_model is None:
+                raise ValueError(f"{section}: not an option of strategy {name!r}")
+        try:
+            value.options_for(name, strategy.options_model)
+        except ValidationError as exc:
+            details = "; ".join(
+                f"{name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(details) from None
+        return value
 
     @model_validator(mode="after")
     def _kind_checks(self) -> JobSpec:

@@ -66,9 +66,11 @@ def llvm_host_cpu() -> str | None:
     return str(codegen.llvm_get_system_cpu())
 
 
-def fingerprint() -> dict[str, Any]:
+def fingerprint(kind_details: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where this process runs: host, CPU/GPU model, driver, CUDA and library versions.
 
+    A kind adds its own libraries' versions (`kind_details`, from `JobKind.environment`);
+    `tvm_version`/`torch_version` columns are filled from them when present.
     `fingerprint` (the hash) covers everything that can change a measurement.
     """
     env: dict[str, Any] = {
@@ -77,8 +79,8 @@ def fingerprint() -> dict[str, Any]:
         "gpu_model": None,
         "gpu_driver": None,
         "cuda_version": None,
-        "tvm_version": _package_version("apache-tvm"),
-        "torch_version": _package_version("torch"),
+        "tvm_version": (kind_details or {}).get("tvm_version"),
+        "torch_version": (kind_details or {}).get("torch_version"),
         "python_version": platform.python_version(),
     }
     env.update(_nvidia_smi())
@@ -86,10 +88,9 @@ def fingerprint() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "kernel": platform.release(),
-        "tvm_ffi_version": _package_version("apache-tvm-ffi"),
         "ray_version": _package_version("ray"),
         "numpy_version": _package_version("numpy"),
-        "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"),
+        **(kind_details or {}),
     }
     env["fingerprint"] = hashlib.sha256(
         json.dumps(env, sort_keys=True, default=str).encode()

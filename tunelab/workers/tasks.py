@@ -17,6 +17,7 @@ from typing import Any
 from tunelab.platform.kinds import Built, CandidateError, JobKind
 from tunelab.platform.spec import JobSpec
 from tunelab.schema.models import TrialStatus
+from tunelab.workers.context import JobHandle, WorkerContext
 
 _MAX_ERROR = 8000
 
@@ -43,8 +44,19 @@ class Outcome:
     error: str | None = None
     built: Built | None = None
     latencies_s: list[float] | None = None
+    objectives: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One candidate sent to an evaluation worker."""
+
+    key: str
+    params: dict[str, Any]
+    built: Built | None
+    attempt: int
 
 
 def _failure(exc: BaseException) -> tuple[TrialStatus, str]:
@@ -83,13 +95,14 @@ def build_candidate(kind: JobKind, spec: JobSpec, params: dict[str, Any]) -> Out
 
 
 class MeasureWorker:
-    """Holds one device (a CPU node, or one GPU) and measures candidates one at a time."""
+    """Holds one device (a CPU node, one GPU, or a slot of a pool) and evaluates
+    candidates one at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: JobKind | None = None) -> None:
         from tunelab.workers.environment import fingerprint
 
         self.cache: dict[str, Any] = {}
-        self.environment = fingerprint()
+        self.environment = fingerprint(kind.environment() if kind is not None else None)
         self.node = node_label()
 
     def describe(self) -> dict[str, Any]:
@@ -103,18 +116,22 @@ class MeasureWorker:
         return fn()
 
     def measure_many(
-        self, kind: JobKind, spec: JobSpec, items: list[tuple[dict[str, Any], Built]]
+        self, kind: JobKind, spec: JobSpec, job: JobHandle, items: list[EvalItem]
     ) -> list[Outcome]:
-        """Measure a chunk of built candidates one after another."""
-        return [self.measure(kind, spec, params, built) for params, built in items]
+        """Evaluate a chunk of candidates one after another."""
+        return [self.measure(kind, spec, job, item) for item in items]
 
-    def measure(
-        self, kind: JobKind, spec: JobSpec, params: dict[str, Any], built: Built
-    ) -> Outcome:
+    def measure(self, kind: JobKind, spec: JobSpec, job: JobHandle, item: EvalItem) -> Outcome:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
+        ctx = WorkerContext(
+            job, item.key, attempt=item.attempt, cache=self.cache, heartbeat=kind.long_running
+        )
         try:
-            result = kind.measure(spec, params, built, self.cache)
+            try:
+                result = kind.measure(spec, item.params, item.built or Built(b""), ctx)
+            finally:
+                ctx.close()
         except Exception as exc:
             status, error = _failure(exc)
             return Outcome(
@@ -126,13 +143,13 @@ class MeasureWorker:
                 environment=self.environment,
             )
         seconds = time.perf_counter() - t0
-        if not result.latencies_s:
+        if not result.latencies_s and not result.objectives:
             return Outcome(
                 TrialStatus.run_error,
                 seconds,
                 self.node,
                 started,
-                error="the measurement returned no latencies",
+                error="the evaluation returned neither latencies nor objective values",
                 environment=self.environment,
             )
         return Outcome(
@@ -141,6 +158,7 @@ class MeasureWorker:
             self.node,
             started,
             latencies_s=result.latencies_s,
+            objectives=dict(result.objectives),
             info=result.info,
             environment=self.environment,
         )

@@ -21,8 +21,8 @@ from sqlalchemy import Engine
 from tunelab.platform import jobs
 from tunelab.platform.kinds import candidate_key, get_kind
 from tunelab.platform.recorder import Recorder
+from tunelab.platform.search.strategies import Prediction, make_strategy
 from tunelab.platform.spec import JobSpec, SearchSpec, parse_spec
-from tunelab.platform.strategies import Prediction, make_strategy
 from tunelab.schema.models import JobStatus, TrialStatus
 
 
@@ -64,10 +64,11 @@ def load_sweep(source: str | int | Path, engine: Engine | None = None) -> Sweep:
             t.candidate: {
                 "params": t.params,
                 "status": str(t.status),
-                "latency_s": t.latency_median_s,
-                "extra": t.extra or {},
+                "latency_s": t.value,
+                "extra": {**(t.extra or {}), **({"baseline": t.baseline} if t.baseline else {})},
             }
             for t in jobs.trials(engine, job.id)
+            if t.status != "running"
         }
         return Sweep(parse_spec(job.spec, f"job {job.id}"), rows, f"job {job.id}")
     path = Path(source)
@@ -83,7 +84,7 @@ def load_sweep(source: str | int | Path, engine: Engine | None = None) -> Sweep:
 def save_sweep(engine: Engine, job_id: int, path: str | Path) -> int:
     """Write a recorded job as a sweep file; returns the number of trials written."""
     sweep = load_sweep(job_id, engine)
-    keep = ("pipelined", "baseline", "registers", "shared_bytes", "library")
+    keep = ("baseline", *get_kind(sweep.spec.kind).replay_keys)
     trials = [
         {
             "params": t["params"],
@@ -133,15 +134,17 @@ def replay(sweep: Sweep, search: SearchSpec | dict[str, Any]) -> ReplayResult:
         search = SearchSpec.model_validate({**sweep.spec.search.model_dump(), **search})
     spec = sweep.spec.model_copy(update={"search": search})
     kind = get_kind(spec.kind)
-    space = kind.space(spec)
-    strategy = make_strategy(space, search, lambda p: kind.model_features(spec, p))
+    strategy = make_strategy(
+        kind.space(spec), search, lambda p: kind.model_features(spec, p), kind=kind,
+        direction=kind.primary().direction,
+    )  # fmt: skip
     result = ReplayResult(
         search.strategy + (f"/{search.cost_model}" if search.strategy == "model" else ""),
         search.seed,
     )
     done: set[str] = set()
     while True:
-        batch = strategy.propose(search.batch_size, done)
+        batch = strategy.ask(search.batch_size, done)
         if not batch:
             return result
         answers = [(key, sweep.latency(key)) for key, _ in batch]
@@ -161,19 +164,21 @@ def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: Se
         update={"search": search, "name": f"{sweep.spec.name} replay {result.strategy}"}
     )
     job_id = jobs.create_job(engine, spec)
-    recorder = Recorder(engine, job_id)
+    kind = get_kind(spec.kind)
+    recorder = Recorder(engine, job_id, objective=kind.primary())
     for key, pred in zip(result.keys, result.predictions, strict=True):
         t = sweep.trials[key]
-        extra = {**t.get("extra", {}), "replayed_from": sweep.source}
-        if pred is not None:
-            extra["model"], extra["model_version"] = pred.model, pred.version
+        extra = {k: v for k, v in t.get("extra", {}).items() if k != "baseline"}
         recorder.add(
             candidate=key,
             params=t["params"],
             status=TrialStatus(t["status"]),
             latencies_s=[t["latency_s"]] if t["latency_s"] else None,  # the recorded median
             predicted_cost=pred.seconds if pred else None,
-            extra=extra,
+            model=pred.model if pred else None,
+            model_version=pred.version if pred else None,
+            baseline=t["params"].get("baseline"),
+            extra={**extra, "replayed_from": sweep.source},
         )
     recorder.flush()
     jobs.finish(engine, job_id, JobStatus.completed)

@@ -1,0 +1,197 @@
+"""Evaluation workers on Ray, placed as the job's kind asks (`JobKind.resources`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tunelab.platform.kinds import JobKind, Resources
+
+log = logging.getLogger(__name__)
+
+# How long new evaluation workers may take to start.
+WORKER_START_TIMEOUT_S = 180.0
+POLL_S = 0.05
+
+
+class JobError(RuntimeError):
+    """The job cannot run (no device for it, nothing to run); it is marked failed."""
+
+
+def connect_ray(address: str | None = None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    from tunelab.config import resolve_ray_address
+
+    address = resolve_ray_address(address)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(configure_logging=False, **kwargs)
+
+
+@dataclass
+class Worker:
+    """An evaluation worker (a Ray actor) and the options it was placed with."""
+
+    actor: Any
+    options: dict[str, Any]
+
+
+class EvalPool:
+    """Evaluation workers, each evaluating one candidate at a time under a deadline.
+
+    `node` placement pins one worker to each node (a worker whose node has died is not
+    replaced: the pool shrinks and the job goes on with the nodes that are left); `gpu`
+    places one per GPU; `pool` runs `workers` of `evaluate_cpus` CPUs each anywhere.
+    """
+
+    NODE_CHECK_S = 1.0
+
+    def __init__(self, kind: JobKind, resources: Resources, what: str = "this job") -> None:
+        import ray
+
+        from tunelab.workers.tasks import MeasureWorker
+
+        self.ray = ray
+        self.kind = kind
+        self.resources = resources
+        self.what = what
+        self.cls = ray.remote(MeasureWorker)
+        self.idle: deque[Worker] = deque()
+        self.starting: dict[Any, tuple[Worker, float]] = {}  # ready-ref -> (worker, t0)
+        self._alive: set[str] = set()
+        self._alive_at = 0.0
+        placements = self._placements()
+        self.n_workers = len(placements)
+        if not placements:
+            raise JobError("the Ray cluster has no node with a CPU for evaluations")
+        for options in placements:
+            self._start(options)
+
+    def _placements(self) -> list[dict[str, Any]]:
+        ray, res = self.ray, self.resources
+        if res.evaluate == "gpu":
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            if gpus == 0:
+                raise JobError(
+                    f"{self.what} evaluates on GPUs but the Ray cluster has none; join a "
+                    "cluster with GPU workers, or set measure.build_only: true to build "
+                    "every candidate without evaluating it"
+                )
+            return [{"num_gpus": 1, "num_cpus": 1} for _ in range(gpus)]
+        if res.evaluate == "pool":
+            cpus = ray.cluster_resources().get("CPU", 0)
+            fits = int((cpus - 1) // res.evaluate_cpus) if cpus > res.evaluate_cpus else 1
+            n = res.workers or max(1, fits)
+            return [{"num_cpus": res.evaluate_cpus} for _ in range(n)]
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
+        return [
+            {
+                "num_cpus": 1,
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+            }
+            for n in nodes
+        ]
+
+    @staticmethod
+    def _node(options: dict[str, Any]) -> str | None:
+        strategy = options.get("scheduling_strategy")
+        return getattr(strategy, "node_id", None)
+
+    def _node_dead(self, options: dict[str, Any]) -> bool:
+        node = self._node(options)
+        if node is None:
+            return False
+        if time.monotonic() - self._alive_at > self.NODE_CHECK_S:
+            self._alive = {n["NodeID"] for n in self.ray.nodes() if n["Alive"]}
+            self._alive_at = time.monotonic()
+        return node not in self._alive
+
+    def _start(self, options: dict[str, Any]) -> None:
+        actor = self.cls.options(max_restarts=0, **options).remote(self.kind)
+        self.starting[actor.describe.remote()] = (Worker(actor, options), time.monotonic())
+
+    def _drop(self, worker: Worker) -> None:
+        self.n_workers -= 1
+        log.warning("node %s is gone: %d evaluation workers left", self._node(worker.options),
+                    self.n_workers)  # fmt: skip
+        if self.n_workers == 0:
+            raise JobError("every node with an evaluation worker has died")
+
+    def _kill(self, worker: Worker) -> None:
+        with contextlib.suppress(Exception):  # already dead
+            self.ray.kill(worker.actor, no_restart=True)
+
+    def replace(self, worker: Worker) -> None:
+        """Kill `worker` (if still alive) and start a fresh one in its place."""
+        self._kill(worker)
+        self._alive_at = 0.0  # a worker died: look at the nodes afresh
+        if self._node_dead(worker.options):
+            self._drop(worker)
+        else:
+            self._start(worker.options)
+
+    def poll_starting(self) -> None:
+        """Move workers that finished starting to the idle set; drop those of dead nodes."""
+        if not self.starting:
+            return
+        ready, _ = self.ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
+        for ref in ready:
+            worker, _ = self.starting.pop(ref)
+            try:
+                self.ray.get(ref)  # raises if the worker died while starting
+                self.idle.append(worker)
+            except Exception as exc:  # died while starting
+                log.warning("evaluation worker failed to start: %s", exc)
+                self.replace(worker)
+        now = time.monotonic()
+        for ref, (worker, t0) in list(self.starting.items()):
+            if self._node_dead(worker.options):
+                del self.starting[ref]
+                self._kill(worker)
+                self._drop(worker)
+            elif now - t0 > WORKER_START_TIMEOUT_S:
+                raise JobError(
+                    f"an evaluation worker ({worker.options}) did not start within "
+                    f"{WORKER_START_TIMEOUT_S:.0f} s: does the cluster have room for it?"
+                )
+
+    def run_on_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on one (idle) evaluation worker and return its result."""
+        self.wait_ready()
+        return self.ray.get(self.idle[0].actor.call.remote(fn))
+
+    def size(self) -> int:
+        """How many evaluation workers the pool keeps."""
+        return self.n_workers
+
+    def cpus(self) -> float:
+        """CPUs the pool's workers hold."""
+        per = self.resources.evaluate_cpus if self.resources.evaluate == "pool" else 1
+        return self.n_workers * per
+
+    def wait_ready(self) -> None:
+        """Block until at least one evaluation worker is idle."""
+        while not self.idle:
+            self.poll_starting()
+            time.sleep(POLL_S)
+
+    def shutdown(self) -> None:
+        for worker in list(self.idle):
+            self._kill(worker)
+        for worker, _ in self.starting.values():
+            self._kill(worker)
+        self.idle.clear()
+        self.starting.clear()
