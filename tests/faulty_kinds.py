@@ -18,12 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from tunelab.platform.kinds import BuildError, Built, Measurement
 from tunelab.platform.spec import JobSpec
-from tunelab.workers.pipeline_search.kind import (
-    GemmWorkload,
-    PipelineSearch,
-    _llvm_target,
-    measure_llvm,
-)
+from tunelab.workers.pipeline_search.kind import GemmWorkload, PipelineSearch, _llvm_target
+from tunelab.workers.pipeline_search.measure import measure_llvm
 
 Variant = Literal[
     "good", "wrong", "hang", "crash_once", "crash_always", "build_error", "build_hang"

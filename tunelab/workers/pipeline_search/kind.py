@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import pickle
 import re
-import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,16 +24,12 @@ from tunelab.platform.kinds import (
     InvalidCandidate,
     JobKind,
     Measurement,
-    RunError,
-    WrongResult,
 )
 from tunelab.platform.spec import JobSpec
 from tunelab.workers.pipeline_search.workloads import (
     Conv2dWorkload,
     GemmWorkload,
     arg_shapes,
-    parse_workload,
-    reference,
 )
 
 CPU_SPACE: dict[str, list[int]] = {
@@ -68,8 +59,6 @@ CUDA_MAX_THREADS = 1024
 CUDA_MAX_SMEM = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024}
 CUDA_REGS_PER_SM = 65536
 CUDA_MAX_REGS_PER_THREAD = 255
-# Largest |out - ref| allowed, relative to max |ref|.
-TOLERANCE = {"float32": 1e-5, "float16": 1e-3}
 
 
 class PipelineWorkload:
@@ -150,46 +139,6 @@ def _fits(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int], cuda: bool) -> b
     # conv2d's rows may be ragged (predicated) on SIMT; wmma works on whole 16x16 tiles.
     ragged_m = isinstance(wl, Conv2dWorkload) and m > bm and not p.get("tensor_core")
     return (m % bm == 0 or ragged_m) and n % bn == 0 and k % bk == 0
-
-
-def find_nvcc() -> str | None:
-    for candidate in (
-        shutil.which("nvcc"),
-        os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc"),
-    ):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-_PTXAS_REGISTERS = re.compile(r"Used (\d+) registers")
-_PTXAS_SMEM = re.compile(r"(\d+) bytes smem")
-
-
-def nvcc_compile(source: str, arch: str, timeout_s: float) -> tuple[bytes, dict[str, int]]:
-    """Compile CUDA source to a cubin; returns it with ptxas' register/smem usage."""
-    nvcc = find_nvcc()
-    if nvcc is None:
-        raise BuildError("nvcc not found on this build worker (set CUDA_HOME or PATH)")
-    with tempfile.TemporaryDirectory(prefix="tunelab-nvcc-") as tmp:
-        src, out = os.path.join(tmp, "kernel.cu"), os.path.join(tmp, "kernel.cubin")
-        with open(src, "w") as f:
-            f.write(source)
-        cmd = [nvcc, "--cubin", f"-arch={arch}", "-O3", "-w", "-Xptxas", "-v", "-o", out, src]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"nvcc took longer than {timeout_s:.0f} s") from None
-        if proc.returncode != 0:
-            raise BuildError(f"nvcc failed ({proc.returncode}):\n{proc.stderr.strip()[-4000:]}")
-        with open(out, "rb") as f:
-            cubin = f.read()
-    usage: dict[str, int] = {}
-    if match := _PTXAS_REGISTERS.search(proc.stderr):
-        usage["registers"] = int(match.group(1))
-    if match := _PTXAS_SMEM.search(proc.stderr):
-        usage["static_smem_bytes"] = int(match.group(1))
-    return cubin, usage
 
 
 def _llvm_target(mcpu: str | None) -> Any:
@@ -300,6 +249,7 @@ class PipelineSearch(JobKind):
     ) -> Built:
         import tvm
 
+        from tunelab.workers.pipeline_search.nvcc import nvcc_compile
         from tunelab.workers.pipeline_search.schedules import (
             compile_schedule,
             cuda_shared_bytes,
@@ -374,111 +324,8 @@ class PipelineSearch(JobKind):
             from tunelab.workers.pipeline_search.gpu import measure_cuda
 
             return measure_cuda(spec, params, built, cache)
+        from tunelab.workers.pipeline_search.measure import measure_llvm, measure_numpy
+
         if "baseline" in params:
             return measure_numpy(spec, cache)
         return measure_llvm(spec, built, cache)
-
-
-def _llvm_target(mcpu: str | None) -> Any:
-    import tvm
-
-    target: dict[str, Any] = {"kind": "llvm"}
-    if mcpu:
-        target["mcpu"] = mcpu
-    return tvm.target.Target(target)
-
-
-def reference_data(workload: dict[str, Any], cache: dict[str, Any]) -> tuple[list[Any], Any]:
-    """Seeded inputs and the exact result for a workload, computed once per worker."""
-    key = ("ref", json.dumps(workload, sort_keys=True))
-    if key not in cache:
-        wl = parse_workload(workload)
-        rng = np.random.default_rng(0)
-        inputs = [
-            rng.uniform(-1, 1, shape).astype(dtype) for _, shape, dtype in arg_shapes(wl)[:-1]
-        ]
-        cache[key] = (inputs, reference(wl, inputs))
-    return cache[key]
-
-
-def check_output(out: np.ndarray, ref: np.ndarray, dtype: str) -> None:
-    """Raise WrongResult unless `out` matches `ref` within the dtype's tolerance."""
-    if out.shape != ref.shape or not np.all(np.isfinite(out)):
-        raise WrongResult("output has the wrong shape or non-finite values")
-    scale = float(np.max(np.abs(ref))) or 1.0
-    err = float(np.max(np.abs(out.astype(np.float64) - ref))) / scale
-    if err > TOLERANCE[dtype]:
-        raise WrongResult(f"max error {err:.3g} (relative to max |ref|) > {TOLERANCE[dtype]:g}")
-
-
-def load_llvm_module(artifact: bytes) -> Any:
-    """Load an exported TVM shared library from its bytes."""
-    import tvm
-
-    fd, path = tempfile.mkstemp(prefix="tunelab-kernel-", suffix=".so")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(artifact)
-        return tvm.runtime.load_module(path)
-    finally:
-        os.unlink(path)  # the loader keeps its own mapping
-
-
-def time_module(mod: Any, args: list[Any], spec: JobSpec, func: str = "main") -> list[float]:
-    """Seconds per run for each of `repeats` repeats, after `warmup` untimed runs."""
-    import tvm
-
-    m = spec.measure
-    for _ in range(m.warmup):
-        mod[func](*args)
-    evaluator = mod.time_evaluator(
-        func, tvm.cpu(), number=m.number, repeat=m.repeats, min_repeat_ms=round(m.min_repeat_ms)
-    )
-    return [float(x) for x in evaluator(*args).results]
-
-
-def measure_llvm(spec: JobSpec, built: Built, cache: dict[str, Any]) -> Measurement:
-    import tvm
-
-    wl = parse_workload(spec.workload)
-    inputs, ref = reference_data(spec.workload, cache)
-    _, out_shape, out_dtype = arg_shapes(wl)[-1]
-    dev = tvm.cpu()
-    try:
-        mod = load_llvm_module(built.artifact)
-        args = [tvm.runtime.tensor(x, dev) for x in inputs]
-        args.append(tvm.runtime.tensor(np.full(out_shape, np.nan, out_dtype), dev))
-        t0 = time.perf_counter()
-        mod["main"](*args)
-        first_run_s = time.perf_counter() - t0
-    except Exception as exc:
-        raise RunError(f"{type(exc).__name__}: {exc}") from None
-    if spec.measure.check:
-        check_output(args[-1].numpy(), ref, wl.dtype)
-    latencies = time_module(mod, args, spec)
-    return Measurement(latencies, {"first_run_s": first_run_s})
-
-
-def measure_numpy(spec: JobSpec, cache: dict[str, Any]) -> Measurement:
-    """The CPU library baseline: NumPy's matmul (its BLAS), same inputs, same repeats."""
-    wl = parse_workload(spec.workload)
-    inputs, ref = reference_data(spec.workload, cache)
-    a, b = (x.astype(wl.acc_dtype) for x in inputs)  # BLAS has no fp16 GEMM on the CPU
-    out = np.matmul(a, b)
-    if spec.measure.check:
-        check_output(out, ref, wl.dtype)
-    m = spec.measure
-    for _ in range(m.warmup):
-        np.matmul(a, b, out=out)
-    latencies = []
-    for _ in range(m.repeats):
-        runs, t0 = 0, time.perf_counter()
-        while True:
-            for _ in range(m.number):
-                np.matmul(a, b, out=out)
-            runs += m.number
-            elapsed = time.perf_counter() - t0
-            if elapsed * 1000 >= m.min_repeat_ms:
-                break
-        latencies.append(elapsed / runs)
-    return Measurement(latencies, {"library": "numpy " + np.__version__})
