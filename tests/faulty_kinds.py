@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from tunelab.platform.kinds import BuildError, Built, Measurement
 from tunelab.platform.spec import JobSpec
-from tunelab.workers.pipeline_search.kind import GemmWorkload, PipelineSearch, _llvm_target
+from tunelab.workers.pipeline_search.build_llvm import llvm_target
+from tunelab.workers.pipeline_search.kind import GemmWorkload, PipelineSearch
 from tunelab.workers.pipeline_search.measure import measure_llvm
 
 Variant = Literal[
@@ -40,7 +41,7 @@ def _export(mod: Any) -> bytes:
 
     import tvm
 
-    ex = tvm.compile(mod, target=_llvm_target(None))
+    ex = tvm.compile(mod, target=llvm_target(None))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "k.so")
         ex.export_library(path)

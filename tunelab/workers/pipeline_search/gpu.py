@@ -1,6 +1,6 @@
 """GPU measurement from a build artifact alone: no TVM, no compiler on the GPU node.
 
-The artifact (see `PipelineSearch._build_cuda`) holds the cubin, kernel name, launch
+The artifact (see `build_cuda.build_cuda`) holds the cubin, kernel name, launch
 configuration and argument description. The kernel is loaded with the CUDA driver API
 (`cuda-bindings`), its arguments are torch tensors, and it is timed with CUDA events:
 `warmup` untimed launches, then `repeats` timed ones, with the L2 cache flushed before
