@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from tunelab.platform.kinds import BuildError, Built, Measurement
 from tunelab.platform.spec import JobSpec
 from tunelab.workers.pipeline_search.build_llvm import llvm_target
-from tunelab.workers.pipeline_search.kind import GemmWorkload, PipelineSearch
+from tunelab.workers.pipeline_search.kind import PipelineSearch
 from tunelab.workers.pipeline_search.measure import measure_llvm
+from tunelab.workers.pipeline_search.workloads import GemmWorkload
 
 Variant = Literal[
     "good", "wrong", "hang", "crash_once", "crash_always", "build_error", "build_hang"
