@@ -18,12 +18,10 @@ from pydantic import BaseModel, ConfigDict
 
 from tunelab.platform.kinds import BuildError, Built, Measurement
 from tunelab.platform.spec import JobSpec
-from tunelab.workers.pipeline_search.kind import (
-    GemmWorkload,
-    PipelineSearch,
-    _llvm_target,
-    measure_llvm,
-)
+from tunelab.workers.pipeline_search.build_llvm import compile_llvm
+from tunelab.workers.pipeline_search.kind import PipelineSearch
+from tunelab.workers.pipeline_search.measure import measure_llvm
+from tunelab.workers.pipeline_search.workloads import GemmWorkload
 
 Variant = Literal[
     "good", "wrong", "hang", "crash_once", "crash_always", "build_error", "build_hang"
@@ -37,18 +35,6 @@ class FaultyWorkload(GemmWorkload):
 class FaultySpace(BaseModel):
     model_config = ConfigDict(extra="forbid")
     variant: list[Variant]
-
-
-def _export(mod: Any) -> bytes:
-    import tempfile
-
-    import tvm
-
-    ex = tvm.compile(mod, target=_llvm_target(None))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.so")
-        ex.export_library(path)
-        return Path(path).read_bytes()
 
 
 def wrong_gemm(m: int, n: int, k: int, dtype: str) -> Any:
@@ -113,9 +99,9 @@ class FaultyGemm(PipelineSearch):
             while True:
                 time.sleep(0.1)
         if variant == "wrong":
-            return Built(_export(wrong_gemm(wl.M, wl.N, wl.K, wl.dtype)))
+            return Built(compile_llvm(wrong_gemm(wl.M, wl.N, wl.K, wl.dtype)))
         if variant == "hang":
-            return Built(_export(hanging_kernel(wl.M, wl.N, wl.K, wl.dtype)))
+            return Built(compile_llvm(hanging_kernel(wl.M, wl.N, wl.K, wl.dtype)))
         good = {"tile_m": 16, "tile_n": 32, "tile_k": 16, "micro_m": 2, "micro_n": 8, "stages": 2}
         return PipelineSearch().build(self._gemm_spec(spec), good)
 

@@ -15,7 +15,7 @@ from tunelab.platform.execution import JobError, run_job
 from tunelab.platform.spec import parse_spec
 from tunelab.schema.db import get_engine
 from tunelab.schema.models import JobStatus
-from tunelab.workers.pipeline_search.kind import find_nvcc
+from tunelab.workers.pipeline_search.nvcc import find_nvcc
 
 pytestmark = pytest.mark.skipif(find_nvcc() is None, reason="nvcc is not installed")
 

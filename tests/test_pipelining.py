@@ -19,7 +19,7 @@ from tests import tir_programs as programs
 from tunelab.platform.kinds import InvalidCandidate, get_kind
 from tunelab.platform.spec import parse_spec
 from tunelab.workers.pipeline_search.detection import detect
-from tunelab.workers.pipeline_search.kind import find_nvcc
+from tunelab.workers.pipeline_search.nvcc import find_nvcc
 from tunelab.workers.pipeline_search.schedules import compile_schedule
 from tunelab.workers.pipeline_search.transform import apply_pipelining, pipeline_annotations
 

@@ -1,6 +1,6 @@
 """GPU measurement from a build artifact alone: no TVM, no compiler on the GPU node.
 
-The artifact (see `PipelineSearch._build_cuda`) holds the cubin, kernel name, launch
+The artifact (see `build_cuda.build_cuda`) holds the cubin, kernel name, launch
 configuration and argument description. The kernel is loaded with the CUDA driver API
 (`cuda-bindings`), its arguments are torch tensors, and it is timed with CUDA events:
 `warmup` untimed launches, then `repeats` timed ones, with the L2 cache flushed before
@@ -55,7 +55,7 @@ def _inputs(spec: JobSpec, cache: dict[str, Any]) -> tuple[list[Any], Any]:
     """Seeded inputs on the GPU and torch's result (float32 accumulation), once per worker."""
     import torch
 
-    from tunelab.workers.pipeline_search.kind import reference_data
+    from tunelab.workers.pipeline_search.reference import reference_data
     from tunelab.workers.pipeline_search.workloads import Conv2dWorkload, parse_workload
 
     key = ("gpu-ref", repr(sorted(spec.workload.items())))
@@ -99,7 +99,7 @@ def measure_cuda(
     """Check, then time one candidate (or the cuBLAS baseline) on this worker's GPU."""
     import torch
 
-    from tunelab.workers.pipeline_search.kind import check_output
+    from tunelab.workers.pipeline_search.reference import check_output
     from tunelab.workers.pipeline_search.workloads import parse_workload
 
     ctx = _context(cache)

@@ -1,204 +1,18 @@
-"""The `pipeline-search` job kind: search tiling and two-level pipeline stages on TVM."""
+"""The `pipeline-search` job kind: search tiling and two-level pipeline stages on TVM.
+
+This module only wires the kind's parts; importing it (as listing kinds and validating
+specs do) imports neither TVM nor torch: builds and measurements import them when run.
+"""
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
-import pickle
-import re
-import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any
 
-import numpy as np
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveInt,
-    field_validator,
-)
-
-from tunelab.platform.kinds import (
-    BuildError,
-    Built,
-    InvalidCandidate,
-    JobKind,
-    Measurement,
-    RunError,
-    WrongResult,
-)
+from tunelab.platform.kinds import Built, JobKind, Measurement
 from tunelab.platform.spec import JobSpec
-from tunelab.workers.pipeline_search.workloads import (
-    Conv2dWorkload,
-    GemmWorkload,
-    arg_shapes,
-    parse_workload,
-    reference,
-)
-
-CPU_SPACE: dict[str, list[int]] = {
-    "tile_m": [16, 32, 64],
-    "tile_n": [32, 64, 128],
-    "tile_k": [16, 32],
-    "micro_m": [4, 8],
-    "micro_n": [8, 16],
-    "stages": [1, 2, 3],
-    "reg_stages": [1, 2, 4],
-}
-# ALCOP's dense template (REFERENCE.md 1c): 1,620 pipelined configurations (stages 2-6)
-# plus the same space unpipelined (stages 1, reg_stages 1), the vanilla-TVM baseline.
-CUDA_SPACE: dict[str, list[int]] = {
-    "block_row_warps": [1, 2, 4],
-    "block_col_warps": [1, 2, 4],
-    "warp_row_tiles": [1, 2, 4],
-    "warp_col_tiles": [1, 2],
-    "chunk": [2, 4],
-    "stages": [1, 2, 3, 4, 5, 6],
-    "reg_stages": [1, 2, 4],
-    # 1: wmma on tensor cores (fp16 inputs only), 0: SIMT. Default: by the input dtype.
-    "tensor_core": [0, 1],
-}
-# Limits of every sm_80+ GPU; a candidate beyond them is recorded `invalid`, not built.
-CUDA_MAX_THREADS = 1024
-CUDA_MAX_SMEM = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024}
-CUDA_REGS_PER_SM = 65536
-CUDA_MAX_REGS_PER_THREAD = 255
-# Largest |out - ref| allowed, relative to max |ref|.
-TOLERANCE = {"float32": 1e-5, "float16": 1e-3}
-
-
-class PipelineWorkload:
-    """Validates a workload section: a GEMM (`op: gemm`, the default; `batch` > 1 for a
-    batched GEMM) or a conv2d (`op: conv2d`), each with its own fields, so errors name
-    `workload.M`, not the union's branch."""
-
-    MODELS: ClassVar[dict[str, type[BaseModel]]] = {
-        "gemm": GemmWorkload,
-        "conv2d": Conv2dWorkload,
-    }
-
-    @classmethod
-    def model_validate(cls, data: Any) -> BaseModel:
-        op = data.get("op", "gemm") if isinstance(data, dict) else "gemm"
-        model = cls.MODELS.get(op)
-        if model is None:
-            raise ValueError(f"op must be one of {', '.join(cls.MODELS)}, not {op!r}")
-        return model.model_validate(data)
-
-
-class PipelineSpace(BaseModel):
-    """Restricts the search space: each named parameter takes only the listed values."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tile_m: list[PositiveInt] | None = None
-    tile_n: list[PositiveInt] | None = None
-    tile_k: list[PositiveInt] | None = None
-    micro_m: list[PositiveInt] | None = None
-    micro_n: list[PositiveInt] | None = None
-    block_row_warps: list[Literal[1, 2, 4, 8]] | None = None
-    block_col_warps: list[Literal[1, 2, 4, 8]] | None = None
-    warp_row_tiles: list[Literal[1, 2, 4, 8]] | None = None
-    warp_col_tiles: list[Literal[1, 2, 4, 8]] | None = None
-    chunk: list[Literal[1, 2, 4, 8]] | None = None
-    stages: list[int] | None = Field(None, description="outer (shared/cache) stages, 1 = none")
-    reg_stages: list[Literal[1, 2, 4]] | None = Field(None, description="register stages")
-    tensor_core: list[Literal[0, 1]] | None = Field(
-        None, description="cuda: 1 = wmma tensor cores, 0 = SIMT (default: 1 for float16)"
-    )
-
-    @field_validator("*")
-    @classmethod
-    def _non_empty(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and not value:
-            raise ValueError("list must not be empty")
-        return value
-
-    @field_validator("stages")
-    @classmethod
-    def _stages(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and any(not 1 <= s <= 6 for s in value):
-            raise ValueError("stages must be between 1 and 6")
-        return value
-
-
-def _base_space(spec: JobSpec) -> dict[str, list[int]]:
-    base = CUDA_SPACE if spec.target.kind == "cuda" else CPU_SPACE
-    overrides = {k: v for k, v in spec.space.items() if v is not None}
-    if spec.target.kind == "cuda" and "tensor_core" not in overrides:
-        overrides["tensor_core"] = [1] if spec.workload.get("dtype") == "float16" else [0]
-    return {name: overrides.get(name, values) for name, values in base.items()}
-
-
-def _fits(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int], cuda: bool) -> bool:
-    """Tiles divide N and K (M may be ragged for conv2d: its rows are predicated)."""
-    _, m, n, k = wl.gemm_shape()
-    if cuda:
-        from tunelab.workers.pipeline_search.schedules import cuda_tiles
-
-        t = cuda_tiles(p)
-        bm, bn, bk = t["block_m"], t["block_n"], t["block_k"]
-    else:
-        bm, bn, bk = p["tile_m"], p["tile_n"], p["tile_k"]
-        if bm % p["micro_m"] or bn % p["micro_n"]:
-            return False
-    # conv2d's rows may be ragged (predicated) on SIMT; wmma works on whole 16x16 tiles.
-    ragged_m = isinstance(wl, Conv2dWorkload) and m > bm and not p.get("tensor_core")
-    return (m % bm == 0 or ragged_m) and n % bn == 0 and k % bk == 0
-
-
-def find_nvcc() -> str | None:
-    for candidate in (
-        shutil.which("nvcc"),
-        os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc"),
-    ):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-_PTXAS_REGISTERS = re.compile(r"Used (\d+) registers")
-_PTXAS_SMEM = re.compile(r"(\d+) bytes smem")
-
-
-def nvcc_compile(source: str, arch: str, timeout_s: float) -> tuple[bytes, dict[str, int]]:
-    """Compile CUDA source to a cubin; returns it with ptxas' register/smem usage."""
-    nvcc = find_nvcc()
-    if nvcc is None:
-        raise BuildError("nvcc not found on this build worker (set CUDA_HOME or PATH)")
-    with tempfile.TemporaryDirectory(prefix="tunelab-nvcc-") as tmp:
-        src, out = os.path.join(tmp, "kernel.cu"), os.path.join(tmp, "kernel.cubin")
-        with open(src, "w") as f:
-            f.write(source)
-        cmd = [nvcc, "--cubin", f"-arch={arch}", "-O3", "-w", "-Xptxas", "-v", "-o", out, src]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"nvcc took longer than {timeout_s:.0f} s") from None
-        if proc.returncode != 0:
-            raise BuildError(f"nvcc failed ({proc.returncode}):\n{proc.stderr.strip()[-4000:]}")
-        with open(out, "rb") as f:
-            cubin = f.read()
-    usage: dict[str, int] = {}
-    if match := _PTXAS_REGISTERS.search(proc.stderr):
-        usage["registers"] = int(match.group(1))
-    if match := _PTXAS_SMEM.search(proc.stderr):
-        usage["static_smem_bytes"] = int(match.group(1))
-    return cubin, usage
-
-
-def _llvm_target(mcpu: str | None) -> Any:
-    import tvm
-
-    target: dict[str, Any] = {"kind": "llvm"}
-    if mcpu:
-        target["mcpu"] = mcpu
-    return tvm.target.Target(target)
+from tunelab.workers.pipeline_search.space import candidates, parameters
+from tunelab.workers.pipeline_search.spec import PipelineSpace, PipelineWorkload
 
 
 class PipelineSearch(JobKind):
@@ -210,7 +24,7 @@ class PipelineSearch(JobKind):
     space_model = PipelineSpace
 
     def validate_spec(self, spec: JobSpec) -> None:
-        allowed = CUDA_SPACE if spec.target.kind == "cuda" else CPU_SPACE
+        allowed = parameters(spec.target.kind)
         wrong = sorted(k for k, v in spec.space.items() if v is not None and k not in allowed)
         if wrong:
             raise ValueError(
@@ -233,16 +47,7 @@ class PipelineSearch(JobKind):
         return self.workload_model.model_validate(workload).describe()
 
     def space(self, spec: JobSpec) -> list[dict[str, Any]]:
-        wl = self.workload_model.model_validate(spec.workload)
-        base = _base_space(spec)
-        names = list(base)
-        cuda = spec.target.kind == "cuda"
-        out = []
-        for values in itertools.product(*(base[n] for n in names)):
-            params = dict(zip(names, values, strict=True))
-            if _fits(wl, params, cuda):
-                out.append(params)
-        return out
+        return candidates(spec, self.workload_model.model_validate(spec.workload))
 
     def suites(self) -> dict[str, list[dict[str, Any]]]:
         from tunelab.workers.pipeline_search.workloads import SUITES
@@ -270,100 +75,12 @@ class PipelineSearch(JobKind):
             return Built(b"", {"baseline": params["baseline"]})
         wl = self.workload_model.model_validate(spec.workload)
         if spec.target.kind == "cuda":
-            return self._build_cuda(spec, wl, params)
-        return self._build_llvm(spec, wl, params)
+            from tunelab.workers.pipeline_search.build_cuda import build_cuda
 
-    def _build_llvm(
-        self, spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, p: dict[str, Any]
-    ) -> Built:
-        from tunelab.workers.pipeline_search.schedules import (
-            compile_schedule,
-            pipeline,
-            schedule_cpu,
-        )
+            return build_cuda(spec, wl, params)
+        from tunelab.workers.pipeline_search.build_llvm import build_llvm
 
-        try:
-            sch = schedule_cpu(wl, p)
-            pipelined = pipeline(sch, p, asynchronous=False)
-            ex = compile_schedule(sch, _llvm_target(spec.target.mcpu))
-        except Exception as exc:  # TVM raises many types; all mean this candidate failed
-            raise BuildError(f"{type(exc).__name__}: {exc}") from None
-        with tempfile.TemporaryDirectory(prefix="tunelab-build-") as tmp:
-            path = os.path.join(tmp, "kernel.so")
-            ex.export_library(path)
-            with open(path, "rb") as f:
-                artifact = f.read()
-        return Built(artifact, {"pipelined": pipelined})
-
-    def _build_cuda(
-        self, spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, p: dict[str, Any]
-    ) -> Built:
-        import tvm
-
-        from tunelab.workers.pipeline_search.schedules import (
-            compile_schedule,
-            cuda_shared_bytes,
-            cuda_tiles,
-            cuda_vector,
-            pipeline,
-            schedule_cuda,
-        )
-
-        arch = spec.target.arch or "sm_80"
-        if p.get("tensor_core") and wl.dtype != "float16":
-            raise InvalidCandidate("tensor cores (wmma) need float16 inputs; use tensor_core: 0")
-        t = cuda_tiles(p)
-        threads = t["threads_x"] * t["threads_y"]
-        smem = cuda_shared_bytes(p, wl.dtype)
-        smem_limit = CUDA_MAX_SMEM.get(arch.rstrip("a"), 99 * 1024)
-        if threads > CUDA_MAX_THREADS:
-            raise InvalidCandidate(f"{threads} threads per block > {CUDA_MAX_THREADS}")
-        if smem > smem_limit:
-            raise InvalidCandidate(f"{smem} bytes of shared memory > {smem_limit} on {arch}")
-        vec = cuda_vector(p, wl.dtype)
-        for name, elems in (("A", t["block_m"] * t["block_k"]), ("B", t["block_k"] * t["block_n"])):
-            if elems % (threads * vec):
-                raise InvalidCandidate(
-                    f"the {name} tile ({elems} elements) does not split evenly into "
-                    f"{threads} threads' copies"
-                )
-        try:
-            sch = schedule_cuda(wl, p)
-            pipelined = pipeline(sch, p, asynchronous=True)
-            ex = compile_schedule(sch, tvm.target.Target({"kind": "cuda", "arch": arch}))
-            source = ex.mod.imports[0].inspect_source()
-        except Exception as exc:
-            raise BuildError(f"{type(exc).__name__}: {exc}") from None
-        cubin, usage = nvcc_compile(source, arch, spec.measure.build_timeout_s)
-        regs = usage.get("registers", 0)
-        if regs * threads > CUDA_REGS_PER_SM:
-            raise InvalidCandidate(f"{regs} registers x {threads} threads > {CUDA_REGS_PER_SM}")
-        kernel = re.search(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(", source)
-        batch, m, n, _ = wl.gemm_shape()
-        bundle = {
-            "cubin": cubin,
-            "source": source,
-            "kernel": kernel.group(1) if kernel else None,
-            "grid": [-(-n // t["block_n"]), -(-m // t["block_m"]), batch],
-            # wmma: lanes x warp rows x warp columns; SIMT: threads laid out 8x4 per warp.
-            "block": [32, p["block_row_warps"], p["block_col_warps"]]
-            if p.get("tensor_core")
-            else [t["threads_x"], t["threads_y"], 1],
-            "dynamic_smem_bytes": smem if "extern __shared__" in source else 0,
-            "args": [
-                {"name": name, "shape": list(shape), "dtype": dtype}
-                for name, shape, dtype in arg_shapes(wl)
-            ],
-        }
-        info = {
-            "pipelined": pipelined,
-            "cp_async": source.count("cp.async"),
-            "mma_sync": source.count("mma_sync"),
-            "shared_bytes": smem,
-            "vector": vec,
-            **usage,
-        }
-        return Built(pickle.dumps(bundle), info)
+        return build_llvm(spec, wl, params)
 
     # -- measure (measurement worker) ---------------------------------------------------
 
@@ -374,111 +91,8 @@ class PipelineSearch(JobKind):
             from tunelab.workers.pipeline_search.gpu import measure_cuda
 
             return measure_cuda(spec, params, built, cache)
+        from tunelab.workers.pipeline_search.measure import measure_llvm, measure_numpy
+
         if "baseline" in params:
             return measure_numpy(spec, cache)
         return measure_llvm(spec, built, cache)
-
-
-def _llvm_target(mcpu: str | None) -> Any:
-    import tvm
-
-    target: dict[str, Any] = {"kind": "llvm"}
-    if mcpu:
-        target["mcpu"] = mcpu
-    return tvm.target.Target(target)
-
-
-def reference_data(workload: dict[str, Any], cache: dict[str, Any]) -> tuple[list[Any], Any]:
-    """Seeded inputs and the exact result for a workload, computed once per worker."""
-    key = ("ref", json.dumps(workload, sort_keys=True))
-    if key not in cache:
-        wl = parse_workload(workload)
-        rng = np.random.default_rng(0)
-        inputs = [
-            rng.uniform(-1, 1, shape).astype(dtype) for _, shape, dtype in arg_shapes(wl)[:-1]
-        ]
-        cache[key] = (inputs, reference(wl, inputs))
-    return cache[key]
-
-
-def check_output(out: np.ndarray, ref: np.ndarray, dtype: str) -> None:
-    """Raise WrongResult unless `out` matches `ref` within the dtype's tolerance."""
-    if out.shape != ref.shape or not np.all(np.isfinite(out)):
-        raise WrongResult("output has the wrong shape or non-finite values")
-    scale = float(np.max(np.abs(ref))) or 1.0
-    err = float(np.max(np.abs(out.astype(np.float64) - ref))) / scale
-    if err > TOLERANCE[dtype]:
-        raise WrongResult(f"max error {err:.3g} (relative to max |ref|) > {TOLERANCE[dtype]:g}")
-
-
-def load_llvm_module(artifact: bytes) -> Any:
-    """Load an exported TVM shared library from its bytes."""
-    import tvm
-
-    fd, path = tempfile.mkstemp(prefix="tunelab-kernel-", suffix=".so")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(artifact)
-        return tvm.runtime.load_module(path)
-    finally:
-        os.unlink(path)  # the loader keeps its own mapping
-
-
-def time_module(mod: Any, args: list[Any], spec: JobSpec, func: str = "main") -> list[float]:
-    """Seconds per run for each of `repeats` repeats, after `warmup` untimed runs."""
-    import tvm
-
-    m = spec.measure
-    for _ in range(m.warmup):
-        mod[func](*args)
-    evaluator = mod.time_evaluator(
-        func, tvm.cpu(), number=m.number, repeat=m.repeats, min_repeat_ms=round(m.min_repeat_ms)
-    )
-    return [float(x) for x in evaluator(*args).results]
-
-
-def measure_llvm(spec: JobSpec, built: Built, cache: dict[str, Any]) -> Measurement:
-    import tvm
-
-    wl = parse_workload(spec.workload)
-    inputs, ref = reference_data(spec.workload, cache)
-    _, out_shape, out_dtype = arg_shapes(wl)[-1]
-    dev = tvm.cpu()
-    try:
-        mod = load_llvm_module(built.artifact)
-        args = [tvm.runtime.tensor(x, dev) for x in inputs]
-        args.append(tvm.runtime.tensor(np.full(out_shape, np.nan, out_dtype), dev))
-        t0 = time.perf_counter()
-        mod["main"](*args)
-        first_run_s = time.perf_counter() - t0
-    except Exception as exc:
-        raise RunError(f"{type(exc).__name__}: {exc}") from None
-    if spec.measure.check:
-        check_output(args[-1].numpy(), ref, wl.dtype)
-    latencies = time_module(mod, args, spec)
-    return Measurement(latencies, {"first_run_s": first_run_s})
-
-
-def measure_numpy(spec: JobSpec, cache: dict[str, Any]) -> Measurement:
-    """The CPU library baseline: NumPy's matmul (its BLAS), same inputs, same repeats."""
-    wl = parse_workload(spec.workload)
-    inputs, ref = reference_data(spec.workload, cache)
-    a, b = (x.astype(wl.acc_dtype) for x in inputs)  # BLAS has no fp16 GEMM on the CPU
-    out = np.matmul(a, b)
-    if spec.measure.check:
-        check_output(out, ref, wl.dtype)
-    m = spec.measure
-    for _ in range(m.warmup):
-        np.matmul(a, b, out=out)
-    latencies = []
-    for _ in range(m.repeats):
-        runs, t0 = 0, time.perf_counter()
-        while True:
-            for _ in range(m.number):
-                np.matmul(a, b, out=out)
-            runs += m.number
-            elapsed = time.perf_counter() - t0
-            if elapsed * 1000 >= m.min_repeat_ms:
-                break
-        latencies.append(elapsed / runs)
-    return Measurement(latencies, {"library": "numpy " + np.__version__})

@@ -1,0 +1,64 @@
+"""The pipeline-search kind's spec sections: the workload (GEMM or conv2d) and the space."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+
+from tunelab.workers.pipeline_search.workloads import Conv2dWorkload, GemmWorkload
+
+
+class PipelineWorkload:
+    """Validates a workload section: a GEMM (`op: gemm`, the default; `batch` > 1 for a
+    batched GEMM) or a conv2d (`op: conv2d`), each with its own fields, so errors name
+    `workload.M`, not the union's branch."""
+
+    MODELS: ClassVar[dict[str, type[BaseModel]]] = {
+        "gemm": GemmWorkload,
+        "conv2d": Conv2dWorkload,
+    }
+
+    @classmethod
+    def model_validate(cls, data: Any) -> BaseModel:
+        op = data.get("op", "gemm") if isinstance(data, dict) else "gemm"
+        model = cls.MODELS.get(op)
+        if model is None:
+            raise ValueError(f"op must be one of {', '.join(cls.MODELS)}, not {op!r}")
+        return model.model_validate(data)
+
+
+class PipelineSpace(BaseModel):
+    """Restricts the search space: each named parameter takes only the listed values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile_m: list[PositiveInt] | None = None
+    tile_n: list[PositiveInt] | None = None
+    tile_k: list[PositiveInt] | None = None
+    micro_m: list[PositiveInt] | None = None
+    micro_n: list[PositiveInt] | None = None
+    block_row_warps: list[Literal[1, 2, 4, 8]] | None = None
+    block_col_warps: list[Literal[1, 2, 4, 8]] | None = None
+    warp_row_tiles: list[Literal[1, 2, 4, 8]] | None = None
+    warp_col_tiles: list[Literal[1, 2, 4, 8]] | None = None
+    chunk: list[Literal[1, 2, 4, 8]] | None = None
+    stages: list[int] | None = Field(None, description="outer (shared/cache) stages, 1 = none")
+    reg_stages: list[Literal[1, 2, 4]] | None = Field(None, description="register stages")
+    tensor_core: list[Literal[0, 1]] | None = Field(
+        None, description="cuda: 1 = wmma tensor cores, 0 = SIMT (default: 1 for float16)"
+    )
+
+    @field_validator("*")
+    @classmethod
+    def _non_empty(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not value:
+            raise ValueError("list must not be empty")
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(not 1 <= s <= 6 for s in value):
+            raise ValueError("stages must be between 1 and 6")
+        return value
