@@ -29,7 +29,7 @@ from tunelab.platform import api
 from tunelab.platform.execution import connect_ray
 from tunelab.platform.kinds import get_kind
 from tunelab.platform.spec import parse_spec
-from tunelab.workers.environment import llvm_host_cpu
+from tunelab.workers.pipeline_search.build_llvm import llvm_host_cpu
 from tunelab.workers.pipeline_search.measure import load_llvm_module
 from tunelab.workers.pipeline_search.workloads import parse_workload, tensor_program
 

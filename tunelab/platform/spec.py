@@ -94,7 +94,7 @@ class JobSpec(_Strict):
     name: str = Field(min_length=1, max_length=255)
     kind: str
     workload: dict[str, Any]
-    space: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     # The kind's target model (None for kinds without one) and measure model instances.
     target: Any = Field(default=None, validate_default=True)
     search: SearchSpec = SearchSpec()

@@ -57,15 +57,6 @@ def _nvidia_smi() -> dict[str, str]:
     return info
 
 
-def llvm_host_cpu() -> str | None:
-    """The LLVM name of this machine's CPU (what `-mcpu=native` would pick), if TVM is here."""
-    try:
-        from tvm.target import codegen
-    except ImportError:
-        return None
-    return str(codegen.llvm_get_system_cpu())
-
-
 def fingerprint(kind_details: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where this process runs: host, CPU/GPU model, driver, CUDA and library versions.
 

@@ -53,3 +53,12 @@ def build_llvm(spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, p: dict[str, An
     except Exception as exc:  # TVM raises many types; all mean this candidate failed
         raise BuildError(f"{type(exc).__name__}: {exc}") from None
     return Built(library_bytes(ex), {"pipelined": pipelined})
+
+
+def llvm_host_cpu() -> str | None:
+    """The LLVM name of this machine's CPU (what `-mcpu=native` would pick), if TVM is here."""
+    try:
+        from tvm.target import codegen
+    except ImportError:
+        return None
+    return str(codegen.llvm_get_system_cpu())

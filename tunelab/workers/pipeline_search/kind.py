@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tunelab.platform.kinds import Built, JobKind, Measurement
+from tunelab.platform.kinds import Built, EvalContext, JobKind, Measurement, Resources
 from tunelab.platform.spec import JobSpec
 from tunelab.workers.pipeline_search.space import candidates, parameters
-from tunelab.workers.pipeline_search.spec import PipelineSpace, PipelineWorkload
+from tunelab.workers.pipeline_search.spec import (
+    PipelineSpace,
+    PipelineWorkload,
+    TargetSpec,
+    TimingSpec,
+)
 
 
 class PipelineSearch(JobKind):
@@ -22,6 +27,37 @@ class PipelineSearch(JobKind):
     name = "pipeline-search"
     workload_model = PipelineWorkload
     space_model = PipelineSpace
+    target_model = TargetSpec
+    measure_model = TimingSpec
+    # What a sweep file keeps of each trial's extra (for replay and the dashboard).
+    replay_keys = ("pipelined", "registers", "shared_bytes", "library")
+
+    def resources(self, spec: JobSpec) -> Resources:
+        """CPU kernels are timed holding a node alone; CUDA kernels one per GPU, built
+        where nvcc is (nodes offering an `nvcc` resource) when the cluster has such."""
+        if spec.target.kind == "cuda":
+            return Resources(evaluate="gpu", build={"nvcc": 1})
+        return Resources(evaluate="node")
+
+    def describe_target(self, spec: JobSpec) -> str:
+        return spec.target.label()
+
+    def environment(self) -> dict[str, Any]:
+        import os
+        from importlib.metadata import PackageNotFoundError, version
+
+        def installed(name: str) -> str | None:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return None
+
+        return {
+            "tvm_version": installed("apache-tvm"),
+            "tvm_ffi_version": installed("apache-tvm-ffi"),
+            "torch_version": installed("torch"),
+            "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"),
+        }
 
     def validate_spec(self, spec: JobSpec) -> None:
         allowed = parameters(spec.target.kind)
@@ -38,7 +74,7 @@ class PipelineSearch(JobKind):
         """Build for the CPU the measurements run on, not for whichever node builds."""
         if spec.target.kind != "llvm" or spec.target.mcpu is not None:
             return spec
-        from tunelab.workers.environment import llvm_host_cpu
+        from tunelab.workers.pipeline_search.build_llvm import llvm_host_cpu
 
         target = spec.target.model_copy(update={"mcpu": on_worker(llvm_host_cpu)})
         return spec.model_copy(update={"target": target})
@@ -72,7 +108,7 @@ class PipelineSearch(JobKind):
 
     def build(self, spec: JobSpec, params: dict[str, Any]) -> Built:
         if "baseline" in params:
-            return Built(b"", {"baseline": params["baseline"]})
+            return Built(b"")
         wl = self.workload_model.model_validate(spec.workload)
         if spec.target.kind == "cuda":
             from tunelab.workers.pipeline_search.build_cuda import build_cuda
@@ -85,8 +121,9 @@ class PipelineSearch(JobKind):
     # -- measure (measurement worker) ---------------------------------------------------
 
     def measure(
-        self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]
+        self, spec: JobSpec, params: dict[str, Any], built: Built, ctx: EvalContext
     ) -> Measurement:
+        cache = ctx.cache
         if spec.target.kind == "cuda":
             from tunelab.workers.pipeline_search.gpu import measure_cuda
 

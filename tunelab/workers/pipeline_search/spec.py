@@ -1,11 +1,14 @@
-"""The pipeline-search kind's spec sections: the workload (GEMM or conv2d) and the space."""
+"""The pipeline-search kind's spec sections: the workload (GEMM or conv2d), the space,
+the target (llvm or cuda) and its timing settings."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from tunelab.platform.spec import MeasureSpec
 from tunelab.workers.pipeline_search.workloads import Conv2dWorkload, GemmWorkload
 
 
@@ -62,3 +65,38 @@ class PipelineSpace(BaseModel):
         if value is not None and any(not 1 <= s <= 6 for s in value):
             raise ValueError("stages must be between 1 and 6")
         return value
+
+
+class TargetSpec(BaseModel):
+    """Where kernels are compiled for: the CPU (`llvm`) or an NVIDIA GPU (`cuda` + arch)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["llvm", "cuda"] = "llvm"
+    arch: str | None = Field(None, description="CUDA compute capability, e.g. sm_80")
+    mcpu: str | None = Field(
+        None, description="LLVM CPU name; default: that of the measurement workers"
+    )
+
+    @model_validator(mode="after")
+    def _arch(self) -> TargetSpec:
+        if self.kind == "cuda":
+            if self.arch is None:
+                raise ValueError("a cuda target needs an arch, e.g. arch: sm_80")
+            if not re.fullmatch(r"sm_\d{2,3}[a-z]?", self.arch):
+                raise ValueError(f"arch must look like sm_80 or sm_90a, got {self.arch!r}")
+            if self.mcpu is not None:
+                raise ValueError("mcpu applies to llvm targets only")
+        elif self.arch is not None:
+            raise ValueError("arch applies to cuda targets only")
+        return self
+
+    def label(self) -> str:
+        return self.kind if self.arch is None else f"{self.kind}:{self.arch}"
+
+
+class TimingSpec(MeasureSpec):
+    """The platform's measure settings plus TVM's timing knobs."""
+
+    number: PositiveInt = Field(1, description="kernel runs averaged into one repeat")
+    min_repeat_ms: int = Field(0, ge=0, description="raise `number` until a repeat lasts this")
