@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
-from tunelab.platform.kinds import Built, JobKind, Measurement
+from tunelab.platform.kinds import Built, EvalContext, JobKind, Measurement
 from tunelab.platform.spec import JobSpec
 
 
@@ -33,7 +33,7 @@ class Trivial(JobKind):
         return Built(b"")
 
     def measure(
-        self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]
+        self, spec: JobSpec, params: dict[str, Any], built: Built, ctx: EvalContext
     ) -> Measurement:
         return Measurement([1e-6])
 
@@ -51,7 +51,7 @@ class Sleepy(Trivial):
     workload_model = SleepyWorkload
 
     def measure(
-        self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]
+        self, spec: JobSpec, params: dict[str, Any], built: Built, ctx: EvalContext
     ) -> Measurement:
         import time
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from tunelab.platform.kinds import BuildError, Built, Measurement
+from tunelab.platform.kinds import BuildError, Built, EvalContext, Measurement
 from tunelab.platform.spec import JobSpec
 from tunelab.workers.pipeline_search.build_llvm import compile_llvm
 from tunelab.workers.pipeline_search.kind import PipelineSearch
@@ -106,11 +106,11 @@ class FaultyGemm(PipelineSearch):
         return PipelineSearch().build(self._gemm_spec(spec), good)
 
     def measure(
-        self, spec: JobSpec, params: dict[str, Any], built: Built, cache: dict[str, Any]
+        self, spec: JobSpec, params: dict[str, Any], built: Built, ctx: EvalContext
     ) -> Measurement:
         variant = params["variant"]
         marker = Path(spec.workload["marker_dir"]) / f"{variant}.crashed"
         if variant == "crash_always" or (variant == "crash_once" and not marker.exists()):
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
-        return measure_llvm(self._gemm_spec(spec), built, cache)
+        return measure_llvm(self._gemm_spec(spec), built, ctx.cache)

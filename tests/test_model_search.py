@@ -16,9 +16,15 @@ from typer.testing import CliRunner
 from tunelab.platform import api, jobs
 from tunelab.platform.cli import app
 from tunelab.platform.kinds import candidate_key, get_kind
-from tunelab.platform.search.replay import ReplayError, load_sweep, record_replay, replay, save_sweep
-from tunelab.platform.spec import SearchSpec, SpecError, parse_spec
+from tunelab.platform.search.replay import (
+    ReplayError,
+    load_sweep,
+    record_replay,
+    replay,
+    save_sweep,
+)
 from tunelab.platform.search.strategies import ModelStrategy
+from tunelab.platform.spec import SearchSpec, SpecError, parse_spec
 from tunelab.schema.db import get_engine
 from tunelab.workers.pipeline_search.perf_model import cuda_features
 

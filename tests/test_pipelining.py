@@ -18,6 +18,7 @@ import tvm
 from tests import tir_programs as programs
 from tunelab.platform.kinds import InvalidCandidate, get_kind
 from tunelab.platform.spec import parse_spec
+from tunelab.testing.context import MemoryContext
 from tunelab.workers.pipeline_search.detection import detect
 from tunelab.workers.pipeline_search.nvcc import find_nvcc
 from tunelab.workers.pipeline_search.schedules import compile_schedule
@@ -122,7 +123,7 @@ def test_cpu_pipelines_are_correct_for_every_workload(workload: dict, stages: tu
     if stages[1] > 1:
         expected.add(("local->register", stages[1]))
     assert levels == expected
-    m = KIND.measure(spec, p, built, {})  # raises WrongResult unless it matches NumPy
+    m = KIND.measure(spec, p, built, MemoryContext())  # WrongResult unless it matches NumPy
     assert m.latencies_s and all(x > 0 for x in m.latencies_s)
 
 

@@ -107,7 +107,8 @@ def test_strategy_installed_through_an_entry_point() -> None:
 @pytest.mark.parametrize(
     ("search", "message"),
     [
-        ({"strategy": "annealing"}, r"search: unknown strategy 'annealing' \(known: .*random"),
+        ({"strategy": "annealing"},
+         r"search\.strategy: unknown strategy 'annealing' \(known: .*random"),
         ({"strategy": "testing-hill", "testing-hill": {"strides": "x"}},
          r"search: testing-hill\.strides: Input should be a valid list"),
         ({"strategy": "random", "testing-hill": {}},

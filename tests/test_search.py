@@ -9,8 +9,8 @@ import pytest
 from tunelab.platform import jobs
 from tunelab.platform.execution import run_job
 from tunelab.platform.kinds import candidate_key, get_kind
-from tunelab.platform.spec import parse_spec
 from tunelab.platform.search.strategies import make_strategy
+from tunelab.platform.spec import parse_spec
 from tunelab.schema.db import get_engine
 from tunelab.schema.models import JobStatus
 

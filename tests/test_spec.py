@@ -36,7 +36,7 @@ def test_defaults_fill_in() -> None:
     [
         (spec(kind="no-such-kind"), "kind", "unknown job kind 'no-such-kind'"),
         (spec(search__budget=-3), "search.budget", "greater than 0"),
-        (spec(search__strategy="annealing"), "search.strategy", "'random' or 'model'"),
+        (spec(search__strategy="annealing"), "search.strategy", "known: exhaustive, model"),
         (spec(workload__M=0), "workload.M", "greater than 0"),
         (spec(workload__dtype="int4"), "workload.dtype", "float32"),
         (spec(workload__colour="blue"), "workload.colour", "Extra inputs"),

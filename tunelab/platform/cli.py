@@ -29,10 +29,10 @@ from rich.table import Table
 from tunelab.config import resolve_db_url
 from tunelab.platform import api
 from tunelab.platform import jobs as jobs_mod
-from tunelab.platform.executor import JobError
-from tunelab.platform.executor import Progress as JobProgress
+from tunelab.platform.execution import JobError
+from tunelab.platform.execution import Progress as JobProgress
 from tunelab.platform.jobs import JobNotFound, JobStateError, display_status
-from tunelab.platform.replay import ReplayError
+from tunelab.platform.search.replay import ReplayError
 from tunelab.platform.spec import SpecError
 from tunelab.schema.db import DatabaseError, get_engine, redact
 from tunelab.schema.models import Job, JobStatus, Trial
@@ -635,7 +635,7 @@ def replay_run(
 
     Prints the trials it needed to reach 99% of the sweep's best and what it found.
     """
-    from tunelab.platform.replay import load_sweep, record_replay, replay
+    from tunelab.platform.search.replay import load_sweep, record_replay, replay
     from tunelab.platform.spec import SearchSpec
 
     def go() -> None:
@@ -667,7 +667,7 @@ def replay_save(
     db: DbOpt = None,
 ) -> None:
     """Write a recorded job as a sweep file that `replay run` (and the benches) read."""
-    from tunelab.platform.replay import save_sweep
+    from tunelab.platform.search.replay import save_sweep
 
     n = _guard(lambda: save_sweep(get_engine(db), job_id, path))
     out.print(f"{n} trials written to {path}")

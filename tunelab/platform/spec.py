@@ -42,7 +42,9 @@ class SearchSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    strategy: str = "exhaustive"
+    strategy: str = Field(
+        "exhaustive", description="exhaustive, random, model, or an installed strategy"
+    )
     budget: PositiveInt | None = Field(None, description="trials in all; default: the whole space")
     batch_size: PositiveInt = 16
     seed: int = 0
@@ -54,6 +56,22 @@ class SearchSpec(BaseModel):
     explore: float = Field(
         0.1, ge=0, le=1, description="model strategy: share of each batch picked at random"
     )
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str, info: ValidationInfo) -> str:
+        from tunelab.platform.kinds import get_kind
+        from tunelab.platform.search.strategies import available_strategies
+
+        kind_name = (info.context or {}).get("kind")
+        try:
+            kind = get_kind(kind_name) if kind_name else None
+        except KeyError:  # the kind's own error is reported
+            kind = None
+        known = available_strategies(kind)
+        if value not in known:
+            raise ValueError(f"unknown strategy {value!r} (known: {', '.join(sorted(known))})")
+        return value
 
     def options_for(self, strategy: str, model: type[BaseModel] | None) -> BaseModel | None:
         """The validated options section of `strategy` (its model's defaults if absent)."""
@@ -151,7 +169,7 @@ class JobSpec(_Strict):
 
         kind = get_kind(kind_name)
         name = value.strategy
-        if name not in available_strategies(kind):
+        if name not in available_strategies(kind):  # validated without the kind's context
             known = ", ".join(sorted(available_strategies(kind)))
             raise ValueError(f"unknown strategy {name!r} (known: {known})")
         strategy = get_strategy(name, kind)
@@ -189,7 +207,8 @@ def parse_spec(data: Any, source: str = "spec") -> JobSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a job spec must be a mapping, got {type(data).__name__}")
     try:
-        return JobSpec.model_validate(data)
+        # The kind's name as context: `search.strategy` may name a strategy it brings.
+        return JobSpec.model_validate(data, context={"kind": data.get("kind")})
     except ValidationError as exc:
         raise SpecError(f"{source}: invalid job spec\n{_format_errors(exc)}") from None
 
