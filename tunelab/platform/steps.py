@@ -162,9 +162,9 @@ class StepWriter:
     def __enter__(self) -> StepWriter:
         return self
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self.flush()
+    def __exit__(self, *_: object) -> None:
+        # Steps reported before an error are still good data: write them either way.
+        self.flush()
 
 
 def last_step(engine: Engine, job_id: int, trial_key: str = "") -> int | None:
