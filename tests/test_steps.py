@@ -222,3 +222,15 @@ def test_curve_skips_steps_without_the_metric(engine) -> None:  # type: ignore[n
     assert curve(engine, job, "m", trial_key="nope") == []
     with pytest.raises(ValueError):
         curve(engine, job, "m", buckets=0)
+
+
+def test_curve_skips_nulls_and_non_numbers(engine) -> None:  # type: ignore[no-untyped-def]
+    # Nulls only (PostgreSQL's cheaper path), then a bool too (it checks JSON types).
+    for odd in (None, True):
+        job = make_job(engine)
+        _write(engine, job, range(20), lambda s, odd=odd: {"m": s if s % 2 else odd, "x": 1})
+        points = curve(engine, job, "m", buckets=2)  # steps 0-9, 10-19
+        assert [(p.first_step, p.last_step, p.count, p.mean) for p in points] == [
+            (1, 9, 5, 5.0),
+            (11, 19, 5, 15.0),
+        ]
