@@ -58,6 +58,13 @@ def test_help_explains_exit_codes() -> None:
     assert "Exit codes" in proc.stdout and "submit" in proc.stdout
 
 
+def test_every_subcommand_runs_as_a_module() -> None:
+    """`python -m tunelab.platform.cli` knows every command, the last defined included."""
+    for group, command in (("replay", "run"), ("replay", "save"), ("db", "upgrade")):
+        proc = tunelab(group, command, "--help", check=0)
+        assert f"{group} {command} [OPTIONS]" in proc.stdout
+
+
 def test_invalid_spec_exits_2_and_writes_nothing(tmp_path: Path, sqlite_url: str) -> None:
     bad = write_spec(tmp_path, {**SPEC, "search": {"budget": -1}})
     proc = tunelab("submit", str(bad), "--db", sqlite_url, check=2)

@@ -608,14 +608,6 @@ def db_url(db: DbOpt = None) -> None:
     out.print(redact(resolve_db_url(db)))
 
 
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
-
-
 @replay_app.command("run", epilog=EXIT_HELP)
 def replay_run(
     source: Annotated[str, typer.Argument(help="A sweep: job id, or a sweep file (.json.gz).")],
@@ -671,3 +663,11 @@ def replay_save(
 
     n = _guard(lambda: save_sweep(get_engine(db), job_id, path))
     out.print(f"{n} trials written to {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
