@@ -89,6 +89,22 @@ def test_unknown_job_exits_4(sqlite_url: str) -> None:
     tunelab("cancel", "42", "--db", sqlite_url, check=4)
 
 
+def test_cluster_up_twice_exits_2() -> None:
+    """A cluster recorded as up (here: a state naming this live test process) is refused as
+    bad input, before anything starts."""
+    import psutil
+
+    from tunelab.platform import cluster
+
+    directory = cluster.state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    me = psutil.Process()
+    proc = cluster.Proc("ray-head", me.pid, me.create_time(), str(directory / "head.log"), [])
+    state = cluster.ClusterState("127.0.0.1:1", "http://127.0.0.1:1", "sqlite://", "", "", [proc])
+    cluster._save(state, directory)
+    assert "already up" in tunelab("cluster", "up", check=2).stderr
+
+
 def test_empty_database(sqlite_url: str) -> None:
     assert "no jobs yet" in tunelab("jobs", "--db", sqlite_url, check=0).stdout
     assert json.loads(tunelab("jobs", "--db", sqlite_url, "--format", "json", check=0).stdout) == []

@@ -494,8 +494,10 @@ def cluster_up(
 
     try:
         state = start()
+    except cluster.ClusterAlreadyUp as exc:
+        _fail(Exit.BAD_INPUT, str(exc))
     except cluster.ClusterError as exc:
-        _fail(Exit.BAD_INPUT if "already up" in str(exc) else Exit.JOB_FAILED, str(exc))
+        _fail(Exit.JOB_FAILED, str(exc))
     except DatabaseError as exc:
         _fail(Exit.DB_UNREACHABLE, str(exc))
     if state.simulated_gpus:
