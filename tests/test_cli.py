@@ -5,9 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -87,6 +92,45 @@ def test_unknown_job_exits_4(sqlite_url: str) -> None:
     assert "no job 42" in tunelab("show", "42", "--db", sqlite_url, check=4).stderr
     tunelab("resume", "42", "--db", sqlite_url, check=4)
     tunelab("cancel", "42", "--db", sqlite_url, check=4)
+
+
+@contextmanager
+def http_server(status: int) -> Iterator[str]:
+    """A loopback HTTP server answering every GET with `status`; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(status)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_jobs_api_errors_exit_codes(tmp_path: Path) -> None:
+    """--jobs-api: no answer is exit 3, an unusable address exit 2, anything else exit 1
+    with the error's type; never a traceback."""
+    spec = write_spec(tmp_path, SPEC)
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    refused = tunelab("submit", str(spec), "--jobs-api", f"http://127.0.0.1:{closed}", check=3)
+    assert "cannot reach the Ray Jobs API" in refused.stderr
+    bad = tunelab("submit", str(spec), "--jobs-api", "http://127.0.0.1:99999", check=2)
+    assert "not a Ray Jobs API address" in bad.stderr
+    with http_server(500) as url:
+        failed = tunelab("submit", str(spec), "--jobs-api", url, check=1)
+    assert "HTTPError" in failed.stderr
+    for proc in (refused, bad, failed):
+        assert "Traceback" not in proc.stderr
 
 
 def test_cluster_up_twice_exits_2() -> None:

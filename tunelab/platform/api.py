@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -235,6 +236,26 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
 TERMINAL_RAY_JOB_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
+class JobsApiUnreachable(ConnectionError):
+    """A Ray Jobs API did not answer: connection refused, timed out, or no such host."""
+
+
+class JobsApiAddressError(ValueError):
+    """An address that Ray's Jobs API client cannot parse (a bad host or port)."""
+
+
+@contextmanager
+def _jobs_api_errors(address: str) -> Iterator[None]:
+    """Turn the connection failures of Ray's client (a builtin ConnectionError from its
+    version check, requests' own ConnectionError later) into JobsApiUnreachable."""
+    import requests
+
+    try:
+        yield
+    except (ConnectionError, requests.exceptions.ConnectionError) as exc:
+        raise JobsApiUnreachable(f"cannot reach the Ray Jobs API at {address}: {exc}") from exc
+
+
 def submit_to_cluster(
     spec: JobSpec | dict[str, Any] | str | Path,
     jobs_api: str,
@@ -247,16 +268,32 @@ def submit_to_cluster(
 
     The spec is validated here; the job is recorded and driven inside the cluster, on
     the database the cluster is configured with. Returns (submission id, Ray job state);
-    with `wait`, follows the job's log through `echo` until it ends.
+    with `wait`, follows the job's log through `echo` until it ends. Raises SpecError for
+    an invalid spec, JobsApiAddressError for an unusable address and JobsApiUnreachable
+    when the Jobs API does not answer.
     """
+    job_spec = as_spec(spec)
+    with _jobs_api_errors(jobs_api):
+        return _submit_to_cluster(job_spec, jobs_api, wait, echo, poll_s)
+
+
+def _submit_to_cluster(
+    job_spec: JobSpec,
+    jobs_api: str,
+    wait: bool,
+    echo: Callable[[str], None] | None,
+    poll_s: float,
+) -> tuple[str, str]:
     import re
     import time
     import uuid
 
     from ray.job_submission import JobSubmissionClient
 
-    job_spec = as_spec(spec)
-    client = JobSubmissionClient(jobs_api)
+    try:
+        client = JobSubmissionClient(jobs_api)
+    except ValueError as exc:  # a URL requests cannot parse (requests.InvalidURL and kin)
+        raise JobsApiAddressError(f"{jobs_api} is not a Ray Jobs API address: {exc}") from exc
     slug = re.sub(r"[^a-z0-9]+", "-", job_spec.name.lower()).strip("-")[:40] or "job"
     submission_id = f"tunelab-{slug}-{uuid.uuid4().hex[:8]}"
     client.submit_job(

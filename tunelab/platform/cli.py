@@ -45,7 +45,7 @@ class Exit(enum.IntEnum):
     OK = 0  # done; for --wait: the job completed
     JOB_FAILED = 1  # the job failed, or an unexpected error
     BAD_INPUT = 2  # invalid spec, options or arguments: nothing was written
-    DB_UNREACHABLE = 3  # the database cannot be reached or migrated
+    DB_UNREACHABLE = 3  # the database (or the --jobs-api) cannot be reached or migrated
     NOT_FOUND = 4  # no such job, or the job is in a state that refuses the action
     CANCELLED = 5  # the job was cancelled while we waited on it
     INTERRUPTED = 130  # Ctrl-C: the job is marked interrupted and can be resumed
@@ -53,7 +53,8 @@ class Exit(enum.IntEnum):
 
 EXIT_HELP = (
     "Exit codes: 0 done, 1 job failed, 2 invalid input (nothing written), "
-    "3 database unreachable, 4 no such job / wrong state, 5 cancelled, 130 interrupted."
+    "3 database (or --jobs-api) unreachable, 4 no such job / wrong state, 5 cancelled, "
+    "130 interrupted."
 )
 
 app = typer.Typer(
@@ -278,8 +279,15 @@ def _submit_to_cluster(job_spec: Any, url: str, wait: bool) -> None:
         sid, state = api.submit_to_cluster(
             job_spec, url, wait=wait, echo=lambda text: err.out(text, end="", highlight=False)
         )
-    except Exception as exc:  # connection refused, bad token, ...
-        _fail(Exit.DB_UNREACHABLE, f"cannot submit through the Jobs API at {url}: {exc}")
+    except api.JobsApiUnreachable as exc:
+        _fail(Exit.DB_UNREACHABLE, str(exc))
+    except (api.JobsApiAddressError, SpecError) as exc:
+        _fail(Exit.BAD_INPUT, str(exc))
+    except Exception as exc:  # e.g. a rejected token or an error status: say what, no traceback
+        _fail(
+            Exit.JOB_FAILED,
+            f"submitting through the Jobs API at {url} failed: {type(exc).__name__}: {exc}",
+        )
     out.print(sid)
     if not wait:
         err.print(f"submitted; follow it with `ray job logs --address {url} -f {sid}`")
