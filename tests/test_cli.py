@@ -149,6 +149,20 @@ def test_cluster_up_twice_exits_2() -> None:
     assert "already up" in tunelab("cluster", "up", check=2).stderr
 
 
+def test_background_resume_refuses_like_the_driver(sqlite_url: str) -> None:
+    """`resume` without --wait refuses, before starting a driver, what the driver would."""
+    from tunelab.platform.spec import parse_spec
+
+    engine = get_engine(sqlite_url)
+    job_id = jobs.create_job(engine, parse_spec(SPEC))
+    jobs.claim(engine, job_id)  # running, with a fresh heartbeat
+    running = tunelab("resume", str(job_id), "--db", sqlite_url, check=4)
+    assert "use --force" in running.stderr
+    jobs.cancel(engine, job_id)
+    assert "nothing to run" in tunelab("resume", str(job_id), "--db", sqlite_url, check=4).stderr
+    assert not (Path(os.environ["TUNELAB_DATA_DIR"]) / "logs" / f"job-{job_id}.log").exists()
+
+
 def test_empty_database(sqlite_url: str) -> None:
     assert "no jobs yet" in tunelab("jobs", "--db", sqlite_url, check=0).stdout
     assert json.loads(tunelab("jobs", "--db", sqlite_url, "--format", "json", check=0).stdout) == []

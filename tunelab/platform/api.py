@@ -81,13 +81,7 @@ def resume(
     engine = get_engine(db)
     if not wait:
         job = jobs.get_job(engine, job_id)  # refuse here, not in the background driver's log
-        if job.status in (JobStatus.completed, JobStatus.cancelled):
-            raise jobs.JobStateError(f"job {job_id} is {job.status}; nothing to run")
-        if job.status == JobStatus.running and not jobs.is_stale(job) and not force:
-            raise jobs.JobStateError(
-                f"job {job_id} is running under {job.driver_host} pid {job.driver_pid}; "
-                "use --force if that driver is gone"
-            )
+        jobs.check_resumable(job, force=force)
         start_driver(job_id, db=db, ray_address=ray_address, force=force)
         return JobStatus(job.status)
     return run_job(engine, job_id, ray_address=ray_address, on_progress=on_progress, force=force)
