@@ -52,6 +52,11 @@ def tunelab(*args: str, check: int | None = None) -> subprocess.CompletedProcess
     return proc
 
 
+def said(proc: subprocess.CompletedProcess[str]) -> str:
+    """stderr with the line breaks rich adds to fit the terminal undone."""
+    return " ".join(proc.stderr.split())
+
+
 def write_spec(tmp_path: Path, data: dict, name: str = "job.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
@@ -123,12 +128,12 @@ def test_jobs_api_errors_exit_codes(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     refused = tunelab("submit", str(spec), "--jobs-api", f"http://127.0.0.1:{closed}", check=3)
-    assert "cannot reach the Ray Jobs API" in refused.stderr
+    assert "cannot reach the Ray Jobs API" in said(refused)
     bad = tunelab("submit", str(spec), "--jobs-api", "http://127.0.0.1:99999", check=2)
-    assert "not a Ray Jobs API address" in bad.stderr
+    assert "not a Ray Jobs API address" in said(bad)
     with http_server(500) as url:
         failed = tunelab("submit", str(spec), "--jobs-api", url, check=1)
-    assert "HTTPError" in failed.stderr
+    assert "HTTPError" in said(failed)
     for proc in (refused, bad, failed):
         assert "Traceback" not in proc.stderr
 
@@ -146,7 +151,7 @@ def test_cluster_up_twice_exits_2() -> None:
     proc = cluster.Proc("ray-head", me.pid, me.create_time(), str(directory / "head.log"), [])
     state = cluster.ClusterState("127.0.0.1:1", "http://127.0.0.1:1", "sqlite://", "", "", [proc])
     cluster._save(state, directory)
-    assert "already up" in tunelab("cluster", "up", check=2).stderr
+    assert "already up" in said(tunelab("cluster", "up", check=2))
 
 
 def test_background_resume_refuses_like_the_driver(sqlite_url: str) -> None:
