@@ -8,7 +8,6 @@ The same SQL runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Iterator, Sequence
@@ -29,11 +28,11 @@ from sqlalchemy import (
     select,
 )
 
-from tunelab.platform.jobs import STALE_AFTER
+from tunelab.platform import jobs
+from tunelab.platform.rows import column_union, write_csv
 from tunelab.schema.models import (
     Environment,
     Job,
-    JobStatus,
     Trial,
     TrialStatus,
     Workload,
@@ -77,12 +76,6 @@ def _aware(ts: datetime | None) -> datetime | None:
     return ts
 
 
-def _display_status(status: str, beat: datetime | None, now: datetime) -> str:
-    if status == JobStatus.running and beat is not None and now - beat > STALE_AFTER:
-        return "running (driver lost)"
-    return status
-
-
 def _job_select() -> Select[Any]:
     best = Trial.__table__.alias("best")
     return (
@@ -92,17 +85,18 @@ def _job_select() -> Select[Any]:
             Job.kind,
             Job.target,
             Job.status,
-            Workload.description,
-            Job.spec[("search", "strategy")].as_string(),
+            Workload.description.label("workload"),
+            Job.spec[("search", "strategy")].as_string().label("strategy"),
             Job.n_planned,
             Job.n_done,
             Job.n_ok,
             Job.n_failed,
             Job.best_latency_s,
-            best.c.params,
+            best.c.params.label("best_params"),
             Job.created_at,
             Job.error,
-            func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at),
+            Job.heartbeat_at,
+            Job.started_at,
         )
         .join(Workload, Workload.id == Job.workload_id)
         .outerjoin(best, best.c.id == Job.best_trial_id)
@@ -110,11 +104,13 @@ def _job_select() -> Select[Any]:
 
 
 def _job_row(r: Any, now: datetime) -> JobRow:
+    # The row has the Job columns display_status reads (status and the heartbeat, start
+    # and creation times), under their names.
     return JobRow(
-        id=r[0], name=r[1], kind=r[2], target=r[3],
-        status=_display_status(r[4], _aware(r[15]), now), workload=r[5], strategy=r[6] or "-",
-        n_planned=r[7], n_done=r[8], n_ok=r[9], n_failed=r[10], best_latency_s=r[11],
-        best_params=r[12], created_at=_aware(r[13]) or now, error=r[14],
+        id=r.id, name=r.name, kind=r.kind, target=r.target, status=jobs.display_status(r),
+        workload=r.workload, strategy=r.strategy or "-", n_planned=r.n_planned,
+        n_done=r.n_done, n_ok=r.n_ok, n_failed=r.n_failed, best_latency_s=r.best_latency_s,
+        best_params=r.best_params, created_at=_aware(r.created_at) or now, error=r.error,
     )  # fmt: skip
 
 
@@ -157,15 +153,9 @@ def get_job(engine: Engine, job_id: int) -> JobRow | None:
 
 
 def status_counts(engine: Engine, job_id: int) -> dict[str, int]:
-    """Trials of a job by status (served by the (job_id, status, latency) index)."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(Trial.status, func.count())
-            .where(Trial.job_id == job_id)
-            .group_by(Trial.status)
-            .order_by(func.count().desc())
-        ).all()
-    return {s: n for s, n in rows}
+    """Trials of a job by status, most frequent first (`jobs.status_counts`, ordered)."""
+    counts = jobs.status_counts(engine, job_id)
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 def job_environments(engine: Engine, job_id: int) -> list[dict[str, Any]]:
@@ -661,13 +651,8 @@ def trial_detail(engine: Engine, trial_id: int) -> dict[str, Any] | None:
 
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     """CSV text (with a header) for a few flat rows, e.g. one page of trials."""
-    header: list[str] = []
-    for r in rows:
-        header += [k for k in r if k not in header]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=header)
-    writer.writeheader()
-    writer.writerows(rows)
+    write_csv(buf, rows)
     return buf.getvalue()
 
 
@@ -693,13 +678,9 @@ def iter_trials_csv(engine: Engine, flt: TrialFilter, chunk: int = 5000) -> Iter
             return
         buf = io.StringIO()
         if header is None:
-            header = list(rows[0])
-            for r in rows:
-                header += [k for k in r if k not in header]
-            writer = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore")
-            writer.writeheader()
+            header = column_union(rows)
+            write_csv(buf, rows, header)
         else:
-            writer = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore")
-        writer.writerows(rows)
+            write_csv(buf, rows, header, header_line=False)
         yield buf.getvalue()
         last_id = rows[-1]["id"]

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from tunelab.config import logs_dir, resolve_db_url
 from tunelab.platform import jobs
 from tunelab.platform.executor import Progress, run_job
+from tunelab.platform.rows import column_union
 from tunelab.platform.spec import JobSpec, expand_suite, load_spec, load_specs, parse_spec
 from tunelab.schema.db import get_engine, normalise_url
 from tunelab.schema.models import Job, JobStatus, Trial
@@ -148,15 +149,13 @@ def iter_trial_rows(job_id: int, *, db: str | None = None, chunk: int = 2000) ->
     jobs.get_job(engine, job_id)
     # Trials of one job may have different parameters (a library baseline has its own):
     # every row gets every parameter column, so CSV headers and Parquet schemas hold.
-    names: dict[str, None] = {}
     with engine.connect() as conn:
         params = select(Trial.params).where(Trial.job_id == job_id).order_by(Trial.id)
-        for (p,) in conn.execute(params.execution_options(yield_per=chunk)):
-            names.update(dict.fromkeys(p))
+        names = column_union(conn.execute(params.execution_options(yield_per=chunk)).scalars())
     with Session(engine) as s:
         stmt = select(Trial).where(Trial.job_id == job_id).order_by(Trial.id)
         for t in s.scalars(stmt.execution_options(yield_per=chunk)):
-            yield trial_row(t, list(names))
+            yield trial_row(t, names)
 
 
 def export(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import enum
 import json
 import logging
 import shlex
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -33,10 +31,11 @@ from tunelab.platform.executor import JobError
 from tunelab.platform.executor import Progress as JobProgress
 from tunelab.platform.jobs import JobNotFound, JobStateError, display_status
 from tunelab.platform.replay import ReplayError
+from tunelab.platform.rows import column_union, write_csv
 from tunelab.platform.spec import SpecError
 from tunelab.schema.db import DatabaseError, get_engine, redact
 from tunelab.schema.models import Job, JobStatus, Trial
-from tunelab.units import fmt_seconds
+from tunelab.units import fmt_age, fmt_seconds
 
 
 class Exit(enum.IntEnum):
@@ -129,18 +128,6 @@ def _guard(fn: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         err.print("interrupted: the job is marked interrupted; `tunelab resume` continues it")
         raise typer.Exit(int(Exit.INTERRUPTED)) from None
-
-
-def _age(ts: datetime | None) -> str:
-    if ts is None:
-        return "-"
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    secs = int((datetime.now(UTC) - ts).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if secs >= size:
-            return f"{secs // size}{unit} ago"
-    return f"{secs}s ago"
 
 
 def _run_with_progress(start: Callable[[Callable[[JobProgress], None]], Any]) -> Any:
@@ -390,7 +377,7 @@ def list_jobs(
         table.add_row(
             str(j.id), j.name, j.kind, j.target, display_status(j),
             f"{j.n_done}/{j.n_planned} ({j.n_failed} failed)", fmt_seconds(j.best_latency_s),
-            _age(j.created_at),
+            fmt_age(j.created_at),
         )  # fmt: skip
     out.print(table if rows else "no jobs yet: `tunelab submit SPEC` starts one")
 
@@ -406,7 +393,7 @@ def _show_job(j: Job, db: str | None) -> None:
         "by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
         f"best: {fmt_seconds(j.best_latency_s)}"
         + (f" (trial {j.best_trial_id})" if j.best_trial_id else ""),
-        f"created {_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
+        f"created {fmt_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
     ]
     if j.error:
         lines.append(f"[red]error: {j.error}[/]")
@@ -427,14 +414,8 @@ def _emit(records: list[dict[str, Any]], fmt: Format) -> None:
     if fmt == Format.json:
         sys.stdout.write(json.dumps(records, indent=2, default=str) + "\n")
         return
-    if not records:
-        return
-    fields: list[str] = []
-    for r in records:
-        fields += [k for k in r if k not in fields]
-    writer = csv.DictWriter(sys.stdout, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(records)
+    if records:
+        write_csv(sys.stdout, records)
 
 
 @app.command("trials")
@@ -452,7 +433,7 @@ def list_trials(
     """A job's trials with parameters and latency statistics."""
     rows = _guard(lambda: api.trials(job, db=db, top=top, status=status))
     if fmt != Format.table:
-        names = list(dict.fromkeys(k for t in rows for k in t.params))
+        names = column_union(t.params for t in rows)
         _emit([api.trial_row(t, names) for t in rows], fmt)
         return
     out.print(_trials_table(f"job {job}: {len(rows)} trials", rows))
