@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "tunelab" / "dashboard" / "app.py"
 TARGET_S = 2.0
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO))  # tunelab from this checkout, and tests.seed_data
 
 from benchdb import fresh_database  # noqa: E402
 from report import emit  # noqa: E402
@@ -35,7 +36,7 @@ def seed(url: str, total: int) -> tuple[int, list[int], float]:
     """Returns (big job id, all job ids, seconds)."""
     from sqlalchemy import text
 
-    from tunelab.dashboard.seed import (
+    from tests.seed_data import (
         CPU_ENV,
         environment_id,
         insert_trials,
@@ -143,7 +144,6 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
     from tunelab.dashboard.db import open_readonly
 
     lines = [

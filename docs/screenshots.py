@@ -2,7 +2,7 @@
 
     python docs/screenshots.py [--out docs]
 
-Seeds a demo SQLite database (tunelab.dashboard.seed.seed_demo) in a temporary
+Seeds a demo SQLite database (tests/seed_data.py: seed_demo) in a temporary
 directory, starts `tunelab dashboard` on it, opens each page in headless Chromium and
 saves `dashboard-PAGE.png`. Needs a chromium binary (Debian: `apt-get install chromium`).
 """
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.browser import Chromium, Dashboard, chromium_binary  # noqa: E402
-from tunelab.dashboard.seed import seed_demo  # noqa: E402
+from tests.seed_data import seed_demo  # noqa: E402
 from tunelab.schema.db import get_engine  # noqa: E402
 
 # page url, query, minimum number of plotly charts, viewport height

@@ -5,9 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -47,6 +52,11 @@ def tunelab(*args: str, check: int | None = None) -> subprocess.CompletedProcess
     return proc
 
 
+def said(proc: subprocess.CompletedProcess[str]) -> str:
+    """stderr with the line breaks rich adds to fit the terminal undone."""
+    return " ".join(proc.stderr.split())
+
+
 def write_spec(tmp_path: Path, data: dict, name: str = "job.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
@@ -56,6 +66,13 @@ def write_spec(tmp_path: Path, data: dict, name: str = "job.yaml") -> Path:
 def test_help_explains_exit_codes() -> None:
     proc = tunelab("--help", check=0)
     assert "Exit codes" in proc.stdout and "submit" in proc.stdout
+
+
+def test_every_subcommand_runs_as_a_module() -> None:
+    """`python -m tunelab.platform.cli` knows every command, the last defined included."""
+    for group, command in (("replay", "run"), ("replay", "save"), ("db", "upgrade")):
+        proc = tunelab(group, command, "--help", check=0)
+        assert f"{group} {command} [OPTIONS]" in proc.stdout
 
 
 def test_invalid_spec_exits_2_and_writes_nothing(tmp_path: Path, sqlite_url: str) -> None:
@@ -80,6 +97,75 @@ def test_unknown_job_exits_4(sqlite_url: str) -> None:
     assert "no job 42" in tunelab("show", "42", "--db", sqlite_url, check=4).stderr
     tunelab("resume", "42", "--db", sqlite_url, check=4)
     tunelab("cancel", "42", "--db", sqlite_url, check=4)
+
+
+@contextmanager
+def http_server(status: int) -> Iterator[str]:
+    """A loopback HTTP server answering every GET with `status`; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(status)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_jobs_api_errors_exit_codes(tmp_path: Path) -> None:
+    """--jobs-api: no answer is exit 3, an unusable address exit 2, anything else exit 1
+    with the error's type; never a traceback."""
+    spec = write_spec(tmp_path, SPEC)
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    refused = tunelab("submit", str(spec), "--jobs-api", f"http://127.0.0.1:{closed}", check=3)
+    assert "cannot reach the Ray Jobs API" in said(refused)
+    bad = tunelab("submit", str(spec), "--jobs-api", "http://127.0.0.1:99999", check=2)
+    assert "not a Ray Jobs API address" in said(bad)
+    with http_server(500) as url:
+        failed = tunelab("submit", str(spec), "--jobs-api", url, check=1)
+    assert "HTTPError" in said(failed)
+    for proc in (refused, bad, failed):
+        assert "Traceback" not in proc.stderr
+
+
+def test_cluster_up_twice_exits_2() -> None:
+    """A cluster recorded as up (here: a state naming this live test process) is refused as
+    bad input, before anything starts."""
+    import psutil
+
+    from tunelab.platform import cluster
+
+    directory = cluster.state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    me = psutil.Process()
+    proc = cluster.Proc("ray-head", me.pid, me.create_time(), str(directory / "head.log"), [])
+    state = cluster.ClusterState("127.0.0.1:1", "http://127.0.0.1:1", "sqlite://", "", "", [proc])
+    cluster._save(state, directory)
+    assert "already up" in said(tunelab("cluster", "up", check=2))
+
+
+def test_background_resume_refuses_like_the_driver(sqlite_url: str) -> None:
+    """`resume` without --wait refuses, before starting a driver, what the driver would."""
+    from tunelab.platform.spec import parse_spec
+
+    engine = get_engine(sqlite_url)
+    job_id = jobs.create_job(engine, parse_spec(SPEC))
+    jobs.claim(engine, job_id)  # running, with a fresh heartbeat
+    running = tunelab("resume", str(job_id), "--db", sqlite_url, check=4)
+    assert "use --force" in running.stderr
+    jobs.cancel(engine, job_id)
+    assert "nothing to run" in tunelab("resume", str(job_id), "--db", sqlite_url, check=4).stderr
+    assert not (Path(os.environ["TUNELAB_DATA_DIR"]) / "logs" / f"job-{job_id}.log").exists()
 
 
 def test_empty_database(sqlite_url: str) -> None:

@@ -21,9 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import PG_ADMIN_URL
-from tunelab.dashboard import queries, registry
-from tunelab.dashboard.db import SchemaMissing, clear_cache, open_readonly
-from tunelab.dashboard.seed import (
+from tests.seed_data import (
     CPU_ENV,
     environment_id,
     insert_trials,
@@ -31,6 +29,8 @@ from tunelab.dashboard.seed import (
     refresh_job,
     trial,
 )
+from tunelab.dashboard import queries, registry
+from tunelab.dashboard.db import SchemaMissing, clear_cache, open_readonly
 from tunelab.schema.db import DatabaseError, get_engine
 from tunelab.schema.models import Job, JobStatus
 

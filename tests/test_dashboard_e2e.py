@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import Chromium, Dashboard, chromium_binary
-from tunelab.dashboard.seed import seed_demo
+from tests.seed_data import seed_demo
 from tunelab.schema.db import get_engine
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -181,7 +181,7 @@ def test_model_job_records_predictions_pipelines_and_the_library_baseline(
     trials = jobs.trials(engine, job_id)
     base = [t for t in trials if "baseline" in t.params]
     searched = [t for t in trials if "baseline" not in t.params]
-    assert len(base) == 1 and base[0].extra["baseline"] == "numpy" and base[0].status == "ok"
+    assert len(base) == 1 and base[0].baseline == "numpy" and base[0].status == "ok"
     assert len(searched) == 16 and all(t.status == "ok" for t in searched)
     assert all(t.predicted_cost and t.predicted_cost > 0 for t in searched)
     models = [(t.extra["model"], t.extra["model_version"]) for t in searched]

@@ -41,7 +41,7 @@ def test_small_search_end_to_end(db_url: str, ray_cluster: str) -> None:
     trials = jobs.trials(engine, job_id)
     base = [t for t in trials if "baseline" in t.params]
     trials = [t for t in trials if "baseline" not in t.params]
-    assert len(base) == 1 and base[0].status == "ok" and base[0].extra["baseline"] == "numpy"
+    assert len(base) == 1 and base[0].status == "ok" and base[0].baseline == "numpy"
     assert {t.candidate for t in trials} == {candidate_key(p) for p in space}
     for t in trials:
         assert t.status == "ok", t.error

@@ -1,11 +1,10 @@
 """What every page shares: the read-only engine, error messages instead of tracebacks,
-a job picker and number formatting."""
+a job picker and parameter formatting."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -104,19 +103,6 @@ def pick_one_job(engine: Engine) -> queries.JobRow | None:
         no_jobs()
         return None
     return picked[0]
-
-
-def age(ts: datetime | None, now: datetime | None = None) -> str:
-    """How long ago `ts` was, e.g. `3h ago`."""
-    if ts is None:
-        return "-"
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    secs = int(((now or datetime.now(UTC)) - ts).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if secs >= size:
-            return f"{secs // size}{unit} ago"
-    return f"{max(secs, 0)}s ago"
 
 
 def params_text(params: dict | None) -> str:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,14 +16,16 @@ from sqlalchemy import select
 from tunelab.config import logs_dir, resolve_db_url
 from tunelab.platform import jobs
 from tunelab.platform.execution import Progress, run_job
+from tunelab.platform.rows import column_union
 from tunelab.platform.spec import JobSpec, expand_suite, load_spec, load_specs, parse_spec
 from tunelab.schema.db import get_engine, normalise_url
 from tunelab.schema.models import Job, JobStatus, Trial
 
 TRIAL_COLUMNS = (
-    "id", "candidate", "status", "latency_median_s", "latency_mean_s", "latency_stdev_s",
-    "latency_min_s", "n_repeats", "predicted_cost", "build_s", "run_s", "attempts",
-    "worker_node", "environment_id", "error", "started_at", "finished_at",
+    "id", "candidate", "status", "value", "baseline", "latency_median_s", "latency_mean_s",
+    "latency_stdev_s", "latency_min_s", "n_repeats", "predicted_cost", "model",
+    "model_version", "build_s", "run_s", "attempts", "worker_node", "environment_id", "error",
+    "started_at", "finished_at",
 )  # fmt: skip
 
 
@@ -80,13 +83,7 @@ def resume(
     engine = get_engine(db)
     if not wait:
         job = jobs.get_job(engine, job_id)  # refuse here, not in the background driver's log
-        if job.status in (JobStatus.completed, JobStatus.cancelled):
-            raise jobs.JobStateError(f"job {job_id} is {job.status}; nothing to run")
-        if job.status == JobStatus.running and not jobs.is_stale(job) and not force:
-            raise jobs.JobStateError(
-                f"job {job_id} is running under {job.driver_host} pid {job.driver_pid}; "
-                "use --force if that driver is gone"
-            )
+        jobs.check_resumable(job, force=force)
         start_driver(job_id, db=db, ray_address=ray_address, force=force)
         return JobStatus(job.status)
     return run_job(engine, job_id, ray_address=ray_address, on_progress=on_progress, force=force)
@@ -131,14 +128,21 @@ def trials(
     return jobs.trials(engine, job_id, top=top, status=status)
 
 
-def trial_row(t: Trial, param_names: Sequence[str] = ()) -> dict[str, Any]:
-    """A trial as a flat dict: its columns, `param_*` per parameter (every one of
-    `param_names`, None where this trial has none), and `extra` as JSON."""
+def trial_row(
+    t: Trial, param_names: Sequence[str] = (), objective_names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A trial as a flat dict: its columns, `param_*` per parameter and `objective_*` per
+    named objective (every one of the names given, None where this trial has none), its
+    earlier attempts' errors and `extra` as JSON."""
     row = {c: getattr(t, c) for c in TRIAL_COLUMNS}
-    for name in param_names:
-        row[f"param_{name}"] = None
-    for name, value in t.params.items():
-        row[f"param_{name}"] = value
+    for prefix, names, values in (
+        ("param", param_names, t.params), ("objective", objective_names, t.objectives or {})
+    ):  # fmt: skip
+        for name in names:
+            row[f"{prefix}_{name}"] = None
+        for name, value in values.items():
+            row[f"{prefix}_{name}"] = value
+    row["attempt_errors"] = json.dumps(t.attempt_errors) if t.attempt_errors else None
     row["extra"] = json.dumps(t.extra, sort_keys=True)
     for c in ("started_at", "finished_at"):
         row[c] = row[c].isoformat() if row[c] is not None else None
@@ -153,15 +157,16 @@ def iter_trial_rows(job_id: int, *, db: str | None = None, chunk: int = 2000) ->
     jobs.get_job(engine, job_id)
     # Trials of one job may have different parameters (a library baseline has its own):
     # every row gets every parameter column, so CSV headers and Parquet schemas hold.
-    names: dict[str, None] = {}
     with engine.connect() as conn:
-        params = select(Trial.params).where(Trial.job_id == job_id).order_by(Trial.id)
-        for (p,) in conn.execute(params.execution_options(yield_per=chunk)):
-            names.update(dict.fromkeys(p))
+        names = []
+        for column in (Trial.params, Trial.objectives):
+            stmt = select(column).where(Trial.job_id == job_id).order_by(Trial.id)
+            values = conn.execute(stmt.execution_options(yield_per=chunk)).scalars()
+            names.append(column_union(v or {} for v in values))
     with Session(engine) as s:
         stmt = select(Trial).where(Trial.job_id == job_id).order_by(Trial.id)
         for t in s.scalars(stmt.execution_options(yield_per=chunk)):
-            yield trial_row(t, list(names))
+            yield trial_row(t, *names)
 
 
 def export(
@@ -198,11 +203,11 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    floats = {c for c in TRIAL_COLUMNS if c.endswith("_s") or c == "predicted_cost"}
-    ints = {"id", "n_repeats", "attempts", "environment_id"}
+    floats = {c for c in TRIAL_COLUMNS if c.endswith("_s") or c in ("predicted_cost", "value")}
+    ints = {"id", "n_repeats", "attempts", "environment_id", "model_version"}
 
     def arrow_type(name: str, value: Any) -> pa.DataType:
-        if name in floats:
+        if name in floats or name.startswith("objective_"):
             return pa.float64()
         if name in ints:
             return pa.int64()
@@ -217,7 +222,8 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
     it = iter(rows)
     head = list(itertools.islice(it, batch))
     if not head:
-        schema = pa.schema([(c, arrow_type(c, None)) for c in (*TRIAL_COLUMNS, "extra")])
+        columns = (*TRIAL_COLUMNS, "attempt_errors", "extra")
+        schema = pa.schema([(c, arrow_type(c, None)) for c in columns])
         pq.write_table(schema.empty_table(), path)
         return 0
     # Each column's type from its first non-null value in the first batch.
@@ -235,6 +241,26 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
 TERMINAL_RAY_JOB_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
+class JobsApiUnreachable(ConnectionError):
+    """A Ray Jobs API did not answer: connection refused, timed out, or no such host."""
+
+
+class JobsApiAddressError(ValueError):
+    """An address that Ray's Jobs API client cannot parse (a bad host or port)."""
+
+
+@contextmanager
+def _jobs_api_errors(address: str) -> Iterator[None]:
+    """Turn the connection failures of Ray's client (a builtin ConnectionError from its
+    version check, requests' own ConnectionError later) into JobsApiUnreachable."""
+    import requests
+
+    try:
+        yield
+    except (ConnectionError, requests.exceptions.ConnectionError) as exc:
+        raise JobsApiUnreachable(f"cannot reach the Ray Jobs API at {address}: {exc}") from exc
+
+
 def submit_to_cluster(
     spec: JobSpec | dict[str, Any] | str | Path,
     jobs_api: str,
@@ -247,16 +273,32 @@ def submit_to_cluster(
 
     The spec is validated here; the job is recorded and driven inside the cluster, on
     the database the cluster is configured with. Returns (submission id, Ray job state);
-    with `wait`, follows the job's log through `echo` until it ends.
+    with `wait`, follows the job's log through `echo` until it ends. Raises SpecError for
+    an invalid spec, JobsApiAddressError for an unusable address and JobsApiUnreachable
+    when the Jobs API does not answer.
     """
+    job_spec = as_spec(spec)
+    with _jobs_api_errors(jobs_api):
+        return _submit_to_cluster(job_spec, jobs_api, wait, echo, poll_s)
+
+
+def _submit_to_cluster(
+    job_spec: JobSpec,
+    jobs_api: str,
+    wait: bool,
+    echo: Callable[[str], None] | None,
+    poll_s: float,
+) -> tuple[str, str]:
     import re
     import time
     import uuid
 
     from ray.job_submission import JobSubmissionClient
 
-    job_spec = as_spec(spec)
-    client = JobSubmissionClient(jobs_api)
+    try:
+        client = JobSubmissionClient(jobs_api)
+    except ValueError as exc:  # a URL requests cannot parse (requests.InvalidURL and kin)
+        raise JobsApiAddressError(f"{jobs_api} is not a Ray Jobs API address: {exc}") from exc
     slug = re.sub(r"[^a-z0-9]+", "-", job_spec.name.lower()).strip("-")[:40] or "job"
     submission_id = f"tunelab-{slug}-{uuid.uuid4().hex[:8]}"
     client.submit_job(

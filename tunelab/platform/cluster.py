@@ -33,6 +33,10 @@ class ClusterError(RuntimeError):
     """The cluster cannot be brought up, or its state is not what was expected."""
 
 
+class ClusterAlreadyUp(ClusterError):
+    """A cluster started from the same state directory still runs."""
+
+
 @dataclass
 class Proc:
     role: str
@@ -220,7 +224,7 @@ def up(
     directory.mkdir(parents=True, exist_ok=True)
     existing = load_state(directory)
     if existing and any(_alive(p) for p in existing.procs):
-        raise ClusterError(f"a cluster from {directory} is already up: `tunelab cluster down`")
+        raise ClusterAlreadyUp(f"a cluster from {directory} is already up: `tunelab cluster down`")
     for stale in directory.glob("*.log"):
         stale.unlink()
 

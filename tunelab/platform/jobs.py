@@ -105,21 +105,27 @@ def display_status(job: Job) -> str:
     return "running (driver lost)" if is_stale(job) else job.status
 
 
+def check_resumable(job: Job, *, force: bool = False, now: datetime | None = None) -> None:
+    """Raise JobStateError for a completed or cancelled job, and for one that another live
+    driver runs (a running job with a fresh heartbeat) unless `force`."""
+    if job.status in TERMINAL_JOB_STATUSES - {JobStatus.failed}:
+        raise JobStateError(f"job {job.id} is {job.status}; nothing to run")
+    if job.status == JobStatus.running and not is_stale(job, now) and not force:
+        beat = f" (heartbeat {job.heartbeat_at:%H:%M:%S})" if job.heartbeat_at else ""
+        raise JobStateError(
+            f"job {job.id} is running under {job.driver_host} pid {job.driver_pid}{beat}; "
+            "use --force if that driver is gone"
+        )
+
+
 def claim(engine: Engine, job_id: int, *, force: bool = False) -> Job:
-    """Mark a job running under this process. Refuses finished jobs and jobs that another
-    live driver runs (a running job with a fresh heartbeat) unless `force`."""
+    """Mark a job running under this process, if `check_resumable` allows."""
     now = datetime.now(UTC)
     with session_scope(engine) as s:
         job = s.get(Job, job_id, with_for_update=True)
         if job is None:
             raise JobNotFound(f"no job {job_id}")
-        if job.status in TERMINAL_JOB_STATUSES - {JobStatus.failed}:
-            raise JobStateError(f"job {job_id} is {job.status}; nothing to run")
-        if job.status == JobStatus.running and not is_stale(job, now) and not force:
-            raise JobStateError(
-                f"job {job_id} is running under {job.driver_host} pid {job.driver_pid} "
-                f"(heartbeat {job.heartbeat_at:%H:%M:%S}); use --force if that driver is gone"
-            )
+        check_resumable(job, force=force, now=now)
         job.status = JobStatus.running
         job.driver_host = socket.gethostname()
         job.driver_pid = os.getpid()

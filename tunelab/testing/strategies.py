@@ -77,8 +77,7 @@ class HillClimb(SearchStrategy):
         super().tell(key, value, params)
         self.results += 1
         if key in self.index and (
-            self.best_key is None
-            or better(value, self.observed.get(self.best_key), self.direction)
+            self.best_key is None or better(value, self.observed.get(self.best_key), self.direction)
         ):
             self.best_key = key
         if self.context is not None and self.best_key is not None:

@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from tunelab.dashboard import common, queries
 from tunelab.dashboard.registry import Page
-from tunelab.units import fmt_seconds
+from tunelab.units import fmt_age, fmt_seconds
 
 PAGE = Page(title="Job", url_path="job", icon=":material/monitoring:", order=20)
 
@@ -78,7 +78,7 @@ def render(engine: Engine) -> None:
         st.subheader(f"{j.name}")
         st.caption(
             f"job {j.id} · **{j.status}** · {j.kind} · {j.target} · {j.workload} · "
-            f"strategy {j.strategy} · created {common.age(j.created_at)}"
+            f"strategy {j.strategy} · created {fmt_age(j.created_at)}"
         )
         counts = queries.status_counts(engine, j.id)
         ids = [j.id, *compare]

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from tunelab.dashboard import common, queries
 from tunelab.dashboard.registry import Page
+from tunelab.units import fmt_age
 
 PAGE = Page(title="Jobs", url_path="jobs", icon=":material/list:", order=10, default=True)
 PAGE_SIZE = 50
@@ -31,7 +32,7 @@ def table_rows(jobs: list[queries.JobRow]) -> list[dict]:
             "failed": j.n_failed,
             "best_ms": j.best_latency_s * 1e3 if j.best_latency_s is not None else None,
             "best params": common.params_text(j.best_params) if j.best_params else "-",
-            "age": common.age(j.created_at),
+            "age": fmt_age(j.created_at),
             "open": f"job?job={j.id}",
         }
         for j in jobs

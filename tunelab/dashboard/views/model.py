@@ -118,7 +118,7 @@ def render(engine: Engine) -> None:
         f"Spearman {RHO}: rank correlation of predicted and measured latency (ties averaged). "
         f"Top-{k} recall: of the {k} fastest measured trials, the share that are among the "
         f"{k} predicted fastest. MAPE: mean |predicted - measured| / measured, which assumes "
-        "predicted_cost is in seconds. Windows: `extra.model_version` when trials record it, "
+        "predicted_cost is in seconds. Windows: the trials' `model_version` when they record it, "
         "else equal slices of the job in recording order (trial ids shown)."
     )
 

@@ -25,8 +25,9 @@ TRIAL_COLUMNS = (
     "job_id", "candidate", "params", "status", "latency_median_s", "latency_mean_s",
     "latency_stdev_s", "latency_min_s", "n_repeats", "predicted_cost", "build_s", "run_s",
     "attempts", "error", "worker_node", "environment_id", "extra", "started_at", "finished_at",
+    "value", "objectives", "baseline", "model_version",
 )  # fmt: skip
-JSON_COLUMNS = ("params", "extra")
+JSON_COLUMNS = ("params", "extra", "objectives")
 
 CPU_ENV: dict[str, Any] = {
     "fingerprint": "c" * 64, "host": "node-1", "cpu_model": "AMD EPYC 7B13",
@@ -94,8 +95,11 @@ def trial(
     error: str | None = None,
     environment_id: int | None = None,
 ) -> dict[str, Any]:
-    """One trial row as a dict of column values (trial `n` of its job)."""
+    """One trial row as a dict of column values (trial `n` of its job). As the recorder
+    does, `baseline` and `model_version` given in `extra` go to their own columns."""
     ok = latency is not None
+    extra = dict(extra or {})
+    baseline, version = extra.pop("baseline", None), extra.pop("model_version", None)
     start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=n)
     return {
         "job_id": job_id,
@@ -114,9 +118,13 @@ def trial(
         "error": error,
         "worker_node": "node-1",
         "environment_id": environment_id,
-        "extra": extra or {},
+        "extra": extra,
         "started_at": start,
         "finished_at": start + timedelta(seconds=1),
+        "value": latency,
+        "objectives": {"latency_s": latency} if ok else None,
+        "baseline": baseline,
+        "model_version": version,
     }
 
 

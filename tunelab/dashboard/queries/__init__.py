@@ -1,0 +1,71 @@
+"""Every query the dashboard runs: small, aggregated results computed in SQL.
+
+Functions take an Engine and return a few rows (dataclasses or dicts), never a whole
+table of trials: counts and minima are GROUP BYs, curves are window functions that keep
+only the points where something changes, and trial lists are pages (LIMIT/OFFSET).
+The same SQL runs on SQLite and PostgreSQL. One module per page's concern; every public
+name is importable from here.
+"""
+
+from __future__ import annotations
+
+from tunelab.dashboard.queries.common import OK
+from tunelab.dashboard.queries.curves import CurvePoint, best_so_far, trials_to_reach
+from tunelab.dashboard.queries.jobs import (
+    JobRow,
+    common_errors,
+    get_job,
+    job_environments,
+    job_filters,
+    list_jobs,
+    status_counts,
+)
+from tunelab.dashboard.queries.model import (
+    EXACT_LIMIT,
+    ModelMetrics,
+    ModelReport,
+    model_report,
+    n_predicted,
+    prediction_sample,
+)
+from tunelab.dashboard.queries.speedups import SpeedupRow, geomean, speedups, variant_expr
+from tunelab.dashboard.queries.trials import (
+    TRIAL_LIST_COLUMNS,
+    TrialFilter,
+    count_trials,
+    iter_trials_csv,
+    rows_to_csv,
+    trial_detail,
+    trial_page,
+)
+
+__all__ = [
+    "EXACT_LIMIT",
+    "OK",
+    "TRIAL_LIST_COLUMNS",
+    "CurvePoint",
+    "JobRow",
+    "ModelMetrics",
+    "ModelReport",
+    "SpeedupRow",
+    "TrialFilter",
+    "best_so_far",
+    "common_errors",
+    "count_trials",
+    "geomean",
+    "get_job",
+    "iter_trials_csv",
+    "job_environments",
+    "job_filters",
+    "list_jobs",
+    "model_report",
+    "n_predicted",
+    "prediction_sample",
+    "rows_to_csv",
+    "speedups",
+    "status_counts",
+    "trial_detail",
+    "trial_page",
+    "trials_to_reach",
+    "variant_expr",
+]

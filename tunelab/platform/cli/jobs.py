@@ -1,0 +1,318 @@
+"""Jobs: submit, resume, cancel, list and show them, and the hidden commands that drive
+one (a background driver, a job submitted through the Ray Jobs API)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from tunelab.config import resolve_db_url
+from tunelab.platform import api
+from tunelab.platform import jobs as jobs_mod
+from tunelab.platform.cli.common import (
+    EXIT_HELP,
+    DbOpt,
+    Exit,
+    Format,
+    JobArg,
+    RayOpt,
+    emit,
+    err,
+    exit_for,
+    fail,
+    guard,
+    out,
+    trials_table,
+)
+from tunelab.platform.execution import Progress as JobProgress
+from tunelab.platform.jobs import display_status
+from tunelab.platform.spec import SpecError
+from tunelab.schema.db import get_engine, redact
+from tunelab.schema.models import Job, JobStatus
+from tunelab.units import fmt_age, fmt_value
+
+app = typer.Typer()
+
+
+def _run_with_progress(start: Callable[[Callable[[JobProgress], None]], Any]) -> Any:
+    """Call `start(on_progress)` under a progress bar on stderr."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[summary]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("trials", total=None, summary="starting Ray...")
+
+        def update(p: JobProgress) -> None:
+            summary = f"ok {p.ok}  best {fmt_value(p.best, p.objective)}"
+            bar.update(task, completed=p.done, total=p.total, summary=summary)
+
+        return start(update)
+
+
+def _summary(job_id: int, db: str | None, top: int = 5) -> None:
+    job = api.get_job(job_id, db=db)
+    _show_job(job, db)
+    best = api.trials(job_id, db=db, top=top)
+    if best:
+        out.print(trials_table(f"Best {len(best)} trials", best, job.objective))
+    else:
+        out.print("[yellow]no trial produced a correct result[/]")
+    for t in jobs_mod.baseline_trials(get_engine(db), job_id):
+        if t.status != "ok" or not t.value:
+            continue
+        line = f"baseline {t.baseline}: {fmt_value(t.value, job.objective)}"
+        if best and best[0].value:
+            minimise = job.direction == "minimize"
+            ratio = t.value / best[0].value if minimise else best[0].value / t.value
+            line += (
+                f" (best found is {ratio:.2f}x its speed)" if job.objective == "latency_s"
+                else f" (best found is {ratio:.2f}x better)"
+            )  # fmt: skip
+        out.print(line)
+    out.print(f"database: {redact(resolve_db_url(db))}")
+
+
+@app.command(epilog=EXIT_HELP)
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON (see examples/).")],
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Run here with a progress bar and print the best trials; "
+            "otherwise start a background driver and return at once.",
+        ),
+    ] = False,
+    db: DbOpt = None,
+    ray: RayOpt = None,
+    jobs_api: Annotated[
+        str | None,
+        typer.Option(
+            "--jobs-api",
+            help="Submit to a cluster through its Ray Jobs API (the Ray dashboard URL, e.g. "
+            "http://127.0.0.1:8265); the job then uses the cluster's database. Prints the "
+            "Ray submission id.",
+        ),
+    ] = None,
+) -> None:
+    """Validate SPEC, record it as a job and run it; prints the job id.
+
+    A spec that names a `suite:` (e.g. bert-dense, square, resnet50-im2col, batch-matmul,
+    resnet50-conv2d, cpu-small) instead of a `workload:` runs one job per workload of the
+    suite, one after another, and prints each id. An invalid spec is refused (exit 2)
+    before anything is written.
+    """
+    job_specs = guard(lambda: api.as_specs(spec))
+    if len(job_specs) > 1:
+        for one in job_specs:
+            err.print(f"[bold]{one.name}[/bold]")
+            _submit_one(one, wait, db, ray, jobs_api)
+        return
+    _submit_one(job_specs[0], wait, db, ray, jobs_api)
+
+
+def _submit_one(job_spec: Any, wait: bool, db: str | None, ray: str | None,
+                jobs_api: str | None) -> None:  # fmt: skip
+    if jobs_api:
+        if db or ray:
+            fail(Exit.BAD_INPUT, "--jobs-api runs the job in the cluster: drop --db and --ray")
+        _submit_to_cluster(job_spec, jobs_api, wait)
+        return
+    if not wait:
+        job_id = guard(lambda: api.submit(job_spec, wait=False, db=db, ray_address=ray))
+        out.print(job_id)
+        err.print(f"job {job_id} started in the background; follow it with `tunelab show {job_id}`")
+        return
+    engine = guard(lambda: get_engine(db))
+    from tunelab.platform.jobs import create_job
+
+    job_id = guard(lambda: create_job(engine, job_spec))
+    out.print(job_id)
+    guard(
+        lambda: _run_with_progress(
+            lambda cb: api.resume(job_id, db=db, ray_address=ray, on_progress=cb)
+        )
+    )
+    _summary(job_id, db)
+    status = api.get_job(job_id, db=db).status
+    if status != JobStatus.completed:
+        exit_for(status)
+
+
+def _submit_to_cluster(job_spec: Any, url: str, wait: bool) -> None:
+    try:
+        sid, state = api.submit_to_cluster(
+            job_spec, url, wait=wait, echo=lambda text: err.out(text, end="", highlight=False)
+        )
+    except api.JobsApiUnreachable as exc:
+        fail(Exit.DB_UNREACHABLE, str(exc))
+    except (api.JobsApiAddressError, SpecError) as exc:
+        fail(Exit.BAD_INPUT, str(exc))
+    except Exception as exc:  # e.g. a rejected token or an error status: say what, no traceback
+        fail(
+            Exit.JOB_FAILED,
+            f"submitting through the Jobs API at {url} failed: {type(exc).__name__}: {exc}",
+        )
+    out.print(sid)
+    if not wait:
+        err.print(f"submitted; follow it with `ray job logs --address {url} -f {sid}`")
+        return
+    code = {"SUCCEEDED": Exit.OK, "STOPPED": Exit.CANCELLED}.get(state, Exit.JOB_FAILED)
+    err.print(f"Ray job {sid}: {state}")
+    raise typer.Exit(int(code))
+
+
+@app.command("run-spec", hidden=True)
+def run_spec(ray: RayOpt = None) -> None:
+    """Record and run the spec in TUNELAB_SPEC_JSON (what --jobs-api runs in the cluster)."""
+    import os
+
+    from tunelab.platform.jobs import create_job
+    from tunelab.platform.spec import parse_spec
+
+    raw = os.environ.get("TUNELAB_SPEC_JSON")
+    if not raw:
+        fail(Exit.BAD_INPUT, "TUNELAB_SPEC_JSON is not set")
+    job_spec = guard(lambda: parse_spec(json.loads(raw), "TUNELAB_SPEC_JSON"))
+    engine = guard(lambda: get_engine(None))
+    job_id = guard(lambda: create_job(engine, job_spec))
+    out.print(f"tunelab job {job_id}")
+    guard(lambda: api.resume(job_id, ray_address=ray))
+    _summary(job_id, None)
+    exit_for(api.get_job(job_id).status)
+
+
+@app.command(epilog=EXIT_HELP)
+def resume(
+    job: JobArg,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Run here, or in background.")] = (
+        False
+    ),
+    force: Annotated[
+        bool, typer.Option(help="Take over a job whose driver still seems alive.")
+    ] = False,
+    db: DbOpt = None,
+    ray: RayOpt = None,
+) -> None:
+    """Continue a job whose driver died, failed or was interrupted.
+
+    Recorded trials are kept; unfinished candidates run again; none is recorded twice.
+    """
+    if not wait:
+        guard(lambda: api.resume(job, wait=False, db=db, ray_address=ray, force=force))
+        err.print(f"job {job} resumed in the background; follow it with `tunelab show {job}`")
+        return
+    guard(
+        lambda: _run_with_progress(
+            lambda cb: api.resume(job, db=db, ray_address=ray, force=force, on_progress=cb)
+        )
+    )
+    _summary(job, db)
+    exit_for(api.get_job(job, db=db).status)
+
+
+@app.command("run-driver", hidden=True)
+def run_driver(job: JobArg, db: DbOpt = None, ray: RayOpt = None, force: bool = False) -> None:
+    """Run a job's driver in this process (what background submissions start)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    status = guard(lambda: api.resume(job, db=db, ray_address=ray, force=force))
+    exit_for(status)
+
+
+@app.command()
+def cancel(job: JobArg, db: DbOpt = None) -> None:
+    """Cancel a job; a running driver stops within about a second. Recorded trials stay."""
+    guard(lambda: api.cancel(job, db=db))
+    out.print(f"job {job} cancelled")
+
+
+@app.command("jobs")
+def list_jobs(
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """List jobs, newest first, with progress and best result."""
+    rows = guard(lambda: api.list_jobs(db=db, kind=kind, status=status, limit=limit))
+    records = [
+        {
+            "id": j.id, "name": j.name, "kind": j.kind, "target": j.target,
+            "status": display_status(j), "done": j.n_done, "planned": j.n_planned,
+            "ok": j.n_ok, "failed": j.n_failed, "objective": j.objective,
+            "direction": j.direction, "best_value": j.best_value,
+            "best_latency_s": j.best_latency_s, "created_at": j.created_at.isoformat(),
+        }
+        for j in rows
+    ]  # fmt: skip
+    if fmt != Format.table:
+        emit(records, fmt)
+        return
+    table = Table()
+    for col in ("id", "name", "kind", "target", "status", "progress", "best", "age"):
+        table.add_column(col)
+    for j in rows:
+        table.add_row(
+            str(j.id), j.name, j.kind, j.target, display_status(j),
+            f"{j.n_done}/{j.n_planned} ({j.n_failed} failed)", _best(j),
+            fmt_age(j.created_at),
+        )  # fmt: skip
+    out.print(table if rows else "no jobs yet: `tunelab submit SPEC` starts one")
+
+
+def _best(j: Job) -> str:
+    """The job's best value, named unless it is a latency."""
+    value = fmt_value(j.best_value, j.objective)
+    if j.objective == "latency_s" or j.best_value is None:
+        return value
+    return f"{j.objective} {value} ({j.direction[:3]})"
+
+
+def _show_job(j: Job, db: str | None) -> None:
+    from tunelab.platform.jobs import status_counts
+
+    counts = status_counts(get_engine(db), j.id)
+    lines = [
+        f"[bold]job {j.id}[/] {j.name}  ({j.kind}, {j.target})",
+        f"workload: {j.workload.description}",
+        f"status: {display_status(j)}   trials {j.n_done}/{j.n_planned}",
+        "by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
+        f"best: {_best(j)}" + (f" (trial {j.best_trial_id})" if j.best_trial_id else ""),
+        f"created {fmt_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
+    ]
+    if j.error:
+        lines.append(f"[red]error: {j.error}[/]")
+    out.print("\n".join(lines), highlight=False)
+
+
+@app.command()
+def show(job: JobArg, db: DbOpt = None) -> None:
+    """A job's status, progress, counts by trial status, and its best trials."""
+    j = guard(lambda: api.get_job(job, db=db))
+    _show_job(j, db)
+    best = api.trials(job, db=db, top=5)
+    if best:
+        out.print(trials_table("Best trials", best))

@@ -1,0 +1,59 @@
+"""A job's trials: list them, or export every one to a file."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tunelab.platform import api
+from tunelab.platform.cli.common import DbOpt, Format, JobArg, emit, err, guard, out, trials_table
+from tunelab.platform.rows import column_union
+
+app = typer.Typer()
+
+
+class ExportFormat(enum.StrEnum):
+    """The file formats of `export`."""
+
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+@app.command("trials")
+def list_trials(
+    job: JobArg,
+    top: Annotated[
+        int | None, typer.Option(min=1, help="Only the N fastest correct (ok) trials.")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only trials with this status (ok, build_error, ...).")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """A job's trials with parameters and latency statistics."""
+    rows = guard(lambda: api.trials(job, db=db, top=top, status=status))
+    if fmt != Format.table:
+        names = column_union(t.params for t in rows)
+        emit([api.trial_row(t, names) for t in rows], fmt)
+        return
+    out.print(trials_table(f"job {job}: {len(rows)} trials", rows))
+
+
+@app.command()
+def export(
+    job: JobArg,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv, jsonl or parquet.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File (default: job-ID.FORMAT).")
+    ] = None,
+    db: DbOpt = None,
+) -> None:
+    """Write every trial of a job to a file, streaming from the database."""
+    path = output or Path(f"job-{job}.{fmt.value}")
+    n = guard(lambda: api.export(job, path, fmt.value, db=db))  # type: ignore[arg-type]
+    err.print(f"wrote {n} trials to {path}")
