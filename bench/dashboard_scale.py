@@ -71,6 +71,7 @@ def seed(url: str, total: int) -> tuple[int, list[int], float]:
 def page_queries(engine: Any, big: int, ids: list[int]) -> dict[str, Callable[[], Any]]:
     """What each page asks the database for on its first render (same calls as the page)."""
     from tunelab.dashboard import queries as q
+    from tunelab.workers.pipeline_search.dashboard import queries as speedup_queries
 
     flt = q.TrialFilter(job_id=big)
 
@@ -96,7 +97,7 @@ def page_queries(engine: Any, big: int, ids: list[int]) -> dict[str, Callable[[]
 
     def speedups() -> None:
         q.list_jobs(engine, kinds=("pipeline-search",), limit=500)
-        q.speedups(engine, ids)
+        speedup_queries.speedups(engine, ids)
 
     def trials() -> None:
         q.list_jobs(engine, limit=500)
@@ -113,7 +114,7 @@ PAGE_FILES = {
     "Jobs": None,
     "Job": "views/job.py",
     "Performance model": "views/model.py",
-    "Speedups": "views/speedups.py",
+    "Speedups": "../workers/pipeline_search/dashboard/speedups.py",  # the kind's own page
     "Trials": "views/trials.py",
 }
 

@@ -33,6 +33,7 @@ from tunelab.dashboard import queries, registry
 from tunelab.dashboard.db import SchemaMissing, clear_cache, open_readonly
 from tunelab.schema.db import DatabaseError, get_engine
 from tunelab.schema.models import Job, JobStatus
+from tunelab.workers.pipeline_search.dashboard import queries as speedup_queries
 
 APP = Path(__file__).resolve().parent.parent / "tunelab" / "dashboard" / "app.py"
 MS = 1e-3
@@ -104,6 +105,10 @@ def seed(url: str) -> dict[str, int]:
     return ids
 
 
+# Pages that kinds bring, by their paths relative to the app.
+PLUGIN_PAGES = {"speedups": "../workers/pipeline_search/dashboard/speedups.py"}
+
+
 def app(url: str, monkeypatch: pytest.MonkeyPatch, page: str | None = None, **query: Any):
     """The dashboard as AppTest, run on `page` (None: the default, Jobs)."""
     monkeypatch.setenv("TUNELAB_DB_URL", url)
@@ -112,7 +117,7 @@ def app(url: str, monkeypatch: pytest.MonkeyPatch, page: str | None = None, **qu
     for k, v in query.items():
         at.query_params[k] = str(v)
     if page:
-        at.switch_page(f"views/{page}.py").run()
+        at.switch_page(PLUGIN_PAGES.get(page, f"views/{page}.py")).run()
     assert not at.exception, [e.message for e in at.exception]
     return at
 
@@ -160,7 +165,7 @@ def test_queries_compute_the_numbers(db_url: str) -> None:
     assert len(queries.prediction_sample(engine, alpha)) == 5
     assert len(queries.prediction_sample(engine, alpha, limit=2)) == 2  # 1st and 4th of 5
 
-    rows = {r.job_id: r for r in queries.speedups(engine, [alpha, beta, ids["broken"]])}
+    rows = {r.job_id: r for r in speedup_queries.speedups(engine, [alpha, beta, ids["broken"]])}
     assert set(rows) == {alpha, beta}
     assert rows[alpha].pipelined_s == pytest.approx(1.0 * MS)
     assert rows[alpha].unpipelined_s == pytest.approx(2.5 * MS)

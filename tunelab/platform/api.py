@@ -16,10 +16,11 @@ from sqlalchemy import select
 from tunelab.config import logs_dir, resolve_db_url
 from tunelab.platform import jobs
 from tunelab.platform.execution import Progress, run_job
+from tunelab.platform.records import JobRecord, TrialRecord
 from tunelab.platform.rows import column_union
 from tunelab.platform.spec import JobSpec, expand_suite, load_spec, load_specs, parse_spec
 from tunelab.schema.db import get_engine, normalise_url
-from tunelab.schema.models import Job, JobStatus, Trial
+from tunelab.schema.models import JobStatus, Trial
 
 TRIAL_COLUMNS = (
     "id", "candidate", "status", "value", "baseline", "latency_median_s", "latency_mean_s",
@@ -45,6 +46,11 @@ def as_specs(spec: JobSpec | dict[str, Any] | str | Path) -> list[JobSpec]:
     if isinstance(spec, dict):
         return [parse_spec(d) for d in expand_suite(spec)]
     return load_specs(spec)
+
+
+def create(spec: JobSpec | dict[str, Any] | str | Path, *, db: str | None = None) -> int:
+    """Validate and record a job without running it (`resume` runs it); returns its id."""
+    return jobs.create_job(get_engine(db), as_spec(spec))
 
 
 def submit(
@@ -111,25 +117,126 @@ def cancel(job_id: int, *, db: str | None = None) -> None:
     jobs.cancel(get_engine(db), job_id)
 
 
-def get_job(job_id: int, *, db: str | None = None) -> Job:
-    return jobs.get_job(get_engine(db), job_id)
+def get_job(job_id: int, *, db: str | None = None) -> JobRecord:
+    """Job `job_id` as recorded (JobNotFound if there is none)."""
+    return JobRecord.of(jobs.get_job(get_engine(db), job_id))
 
 
-def list_jobs(*, db: str | None = None, **filters: Any) -> list[Job]:
-    return jobs.list_jobs(get_engine(db), **filters)
+def list_jobs(*, db: str | None = None, **filters: Any) -> list[JobRecord]:
+    """Jobs, newest first; filters: kind, status, limit."""
+    return [JobRecord.of(j) for j in jobs.list_jobs(get_engine(db), **filters)]
+
+
+def status_counts(job_id: int, *, db: str | None = None) -> dict[str, int]:
+    """How many of a job's trials ended in each status (running ones included)."""
+    return jobs.status_counts(get_engine(db), job_id)
 
 
 def trials(
     job_id: int, *, db: str | None = None, top: int | None = None, status: str | None = None
-) -> list[Trial]:
-    """A job's trials; `top=N` gives the N fastest correct ones."""
+) -> list[TrialRecord]:
+    """A job's trials in recording order; `top=N`: the N best correct searched ones by
+    the job's primary objective."""
     engine = get_engine(db)
     jobs.get_job(engine, job_id)
-    return jobs.trials(engine, job_id, top=top, status=status)
+    return [TrialRecord.of(t) for t in jobs.trials(engine, job_id, top=top, status=status)]
+
+
+def baseline_trials(job_id: int, *, db: str | None = None) -> list[TrialRecord]:
+    """A job's baseline trials (references measured beside the search)."""
+    return [TrialRecord.of(t) for t in jobs.baseline_trials(get_engine(db), job_id)]
+
+
+def _trial_key(engine: Any, job_id: int, trial_id: int | None) -> str:
+    """The candidate key of trial `trial_id` of job `job_id` ('' for the job itself)."""
+    if trial_id is None:
+        return ""
+    with engine.connect() as conn:
+        key = conn.execute(
+            select(Trial.candidate).where(Trial.id == trial_id, Trial.job_id == job_id)
+        ).scalar()
+    if key is None:
+        raise jobs.JobNotFound(f"job {job_id} has no trial {trial_id}")
+    return key
+
+
+def steps(
+    job_id: int,
+    *,
+    trial: int | None = None,
+    start: int | None = None,
+    stop: int | None = None,
+    limit: int | None = None,
+    db: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Intermediate results of a job (or of its trial `trial`, by trial id), in step
+    order: dicts of step, metrics and recorded_at, streamed from the database."""
+    from tunelab.platform import steps as steps_mod
+
+    engine = get_engine(db)
+    jobs.get_job(engine, job_id)
+    key = _trial_key(engine, job_id, trial)
+    yield from steps_mod.read_steps(engine, job_id, key, start=start, stop=stop, limit=limit)
+
+
+def curve(
+    job_id: int, metric: str, *, trial: int | None = None, buckets: int = 1000,
+    db: str | None = None,
+) -> list[Any]:  # fmt: skip
+    """A learning curve down-sampled in the database: per bucket of steps, the first and
+    last step, min, max and mean of `metric` (`tunelab.platform.steps.CurvePoint`)."""
+    from tunelab.platform import steps as steps_mod
+
+    engine = get_engine(db)
+    jobs.get_job(engine, job_id)
+    key = _trial_key(engine, job_id, trial)
+    return steps_mod.curve(engine, job_id, metric, key, buckets=buckets)
+
+
+def artifacts(job_id: int | None = None, *, db: str | None = None) -> list[Any]:
+    """Artifacts (checkpoints, graphs, sources) of a job, or of every job: frozen
+    `tunelab.platform.artifacts.ArtifactInfo` records."""
+    from tunelab.platform import artifacts as artifacts_mod
+
+    engine = get_engine(db)
+    if job_id is not None:
+        jobs.get_job(engine, job_id)
+    return artifacts_mod.list_artifacts(engine, job_id)
+
+
+def get_artifact(
+    ref: str, path: str | Path, *, overwrite: bool = False, db: str | None = None
+) -> Any:
+    """Write artifact `ref` (an id, JOB:NAME or a hash prefix) to `path`, verified; an
+    existing file is kept unless `overwrite`. Returns the artifact's record."""
+    from tunelab.platform import artifacts as artifacts_mod
+
+    return artifacts_mod.write_artifact(get_engine(db), ref, Path(path), overwrite=overwrite)
+
+
+def prune_artifacts(
+    job_id: int | None = None, *, keep_last: int = 3, dry_run: bool = False,
+    db: str | None = None,
+) -> list[Any]:  # fmt: skip
+    """Delete checkpoints beyond the newest `keep_last` of each job and evaluation
+    (pinned ones stay) and the blobs nothing names any more; returns what went."""
+    from tunelab.platform import artifacts as artifacts_mod
+
+    engine = get_engine(db)
+    if job_id is not None:
+        jobs.get_job(engine, job_id)
+    return artifacts_mod.prune(engine, job_id, keep_last=keep_last, dry_run=dry_run)
+
+
+def pin_artifact(ref: str, pinned: bool = True, *, db: str | None = None) -> Any:
+    """Keep artifact `ref` through every prune (or let it go again)."""
+    from tunelab.platform import artifacts as artifacts_mod
+
+    return artifacts_mod.pin(get_engine(db), ref, pinned)
 
 
 def trial_row(
-    t: Trial, param_names: Sequence[str] = (), objective_names: Sequence[str] = ()
+    t: Trial | TrialRecord, param_names: Sequence[str] = (), objective_names: Sequence[str] = ()
 ) -> dict[str, Any]:
     """A trial as a flat dict: its columns, `param_*` per parameter and `objective_*` per
     named objective (every one of the names given, None where this trial has none), its

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import selectinload
 
 from tunelab.platform.kinds import get_kind, workload_hash
 from tunelab.platform.objectives import best_first, rankable
@@ -167,7 +168,7 @@ def status_of(engine: Engine, job_id: int) -> str:
 def list_jobs(
     engine: Engine, *, limit: int = 50, kind: str | None = None, status: str | None = None
 ) -> list[Job]:
-    stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+    stmt = select(Job).options(selectinload(Job.workload)).order_by(Job.id.desc()).limit(limit)
     if kind:
         stmt = stmt.where(Job.kind == kind)
     if status:

@@ -9,7 +9,7 @@ name is importable from here.
 
 from __future__ import annotations
 
-from tunelab.dashboard.queries.common import OK
+from tunelab.dashboard.queries.common import OK, geomean
 from tunelab.dashboard.queries.curves import CurvePoint, best_so_far, trials_to_reach
 from tunelab.dashboard.queries.jobs import (
     JobRow,
@@ -28,7 +28,6 @@ from tunelab.dashboard.queries.model import (
     n_predicted,
     prediction_sample,
 )
-from tunelab.dashboard.queries.speedups import SpeedupRow, geomean, speedups, variant_expr
 from tunelab.dashboard.queries.trials import (
     TRIAL_LIST_COLUMNS,
     TrialFilter,
@@ -47,7 +46,6 @@ __all__ = [
     "JobRow",
     "ModelMetrics",
     "ModelReport",
-    "SpeedupRow",
     "TrialFilter",
     "best_so_far",
     "common_errors",
@@ -62,10 +60,8 @@ __all__ = [
     "n_predicted",
     "prediction_sample",
     "rows_to_csv",
-    "speedups",
     "status_counts",
     "trial_detail",
     "trial_page",
     "trials_to_reach",
-    "variant_expr",
 ]

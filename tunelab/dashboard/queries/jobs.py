@@ -34,6 +34,9 @@ class JobRow:
     best_params: dict[str, Any] | None
     created_at: datetime
     error: str | None = None
+    objective: str = "latency_s"
+    direction: str = "minimize"
+    best_value: float | None = None
 
     @property
     def label(self) -> str:
@@ -56,6 +59,9 @@ def _job_select() -> Select[Any]:
             Job.n_ok,
             Job.n_failed,
             Job.best_latency_s,
+            Job.objective,
+            Job.direction,
+            Job.best_value,
             best.c.params.label("best_params"),
             Job.created_at,
             Job.error,
@@ -75,6 +81,7 @@ def _job_row(r: Any, now: datetime) -> JobRow:
         workload=r.workload, strategy=r.strategy or "-", n_planned=r.n_planned,
         n_done=r.n_done, n_ok=r.n_ok, n_failed=r.n_failed, best_latency_s=r.best_latency_s,
         best_params=r.best_params, created_at=aware(r.created_at) or now, error=r.error,
+        objective=r.objective, direction=r.direction, best_value=r.best_value,
     )  # fmt: skip
 
 

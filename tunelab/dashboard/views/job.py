@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from tunelab.dashboard import common, queries
 from tunelab.dashboard.registry import Page
-from tunelab.units import fmt_age, fmt_seconds
+from tunelab.units import fmt_age, fmt_value
 
 PAGE = Page(title="Job", url_path="job", icon=":material/monitoring:", order=20)
 
@@ -88,7 +88,10 @@ def render(engine: Engine) -> None:
         cols[0].metric("trials", f"{j.n_done}/{j.n_planned}")
         cols[1].metric("ok", counts.get("ok", 0))
         cols[2].metric("failed", sum(n for s, n in counts.items() if s != "ok"))
-        cols[3].metric("best", fmt_seconds(j.best_latency_s))
+        cols[3].metric(
+            "best" if j.objective == "latency_s" else f"best {j.objective}",
+            fmt_value(j.best_value, j.objective),
+        )
         cols[4].metric("trials to 99% of best", reach if reach is not None else "-")
         if j.error:
             st.error(f"job error: {j.error}")

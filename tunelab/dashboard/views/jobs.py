@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from tunelab.dashboard import common, queries
 from tunelab.dashboard.registry import Page
-from tunelab.units import fmt_age
+from tunelab.units import fmt_age, fmt_value
 
 PAGE = Page(title="Jobs", url_path="jobs", icon=":material/list:", order=10, default=True)
 PAGE_SIZE = 50
@@ -31,6 +31,8 @@ def table_rows(jobs: list[queries.JobRow]) -> list[dict]:
             "ok": j.n_ok,
             "failed": j.n_failed,
             "best_ms": j.best_latency_s * 1e3 if j.best_latency_s is not None else None,
+            "best": fmt_value(j.best_value, j.objective),
+            "objective": f"{j.objective} ({j.direction[:3]})",
             "best params": common.params_text(j.best_params) if j.best_params else "-",
             "age": fmt_age(j.created_at),
             "open": f"job?job={j.id}",

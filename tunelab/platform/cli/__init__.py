@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import typer
 
-from tunelab.platform.cli import cluster, dashboard, db, jobs, replay, trials
+from tunelab.platform.cli import (
+    artifacts,
+    cluster,
+    dashboard,
+    db,
+    jobs,
+    kinds,
+    replay,
+    steps,
+    trials,
+)
 from tunelab.platform.cli.common import EXIT_HELP
 
 __all__ = ["app", "main"]
@@ -26,7 +36,10 @@ app = typer.Typer(
 # Unnamed groups add their commands at the top level, in this order in --help.
 app.add_typer(jobs.app)
 app.add_typer(trials.app)
+app.add_typer(steps.app)
+app.add_typer(kinds.app)
 app.add_typer(dashboard.app)
+app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(db.app, name="db")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(replay.app, name="replay")

@@ -77,7 +77,7 @@ def guard(fn: Callable[[], Any]) -> Any:
         fail(Exit.BAD_INPUT, str(exc))
     except DatabaseError as exc:
         fail(Exit.DB_UNREACHABLE, str(exc))
-    except (JobNotFound, JobStateError) as exc:
+    except (JobNotFound, JobStateError, LookupError) as exc:  # LookupError: no such artifact
         fail(Exit.NOT_FOUND, str(exc))
     except JobError as exc:
         fail(Exit.JOB_FAILED, f"the job failed: {exc}")

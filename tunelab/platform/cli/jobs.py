@@ -23,7 +23,6 @@ from rich.table import Table
 
 from tunelab.config import resolve_db_url
 from tunelab.platform import api
-from tunelab.platform import jobs as jobs_mod
 from tunelab.platform.cli.common import (
     EXIT_HELP,
     DbOpt,
@@ -40,10 +39,10 @@ from tunelab.platform.cli.common import (
     trials_table,
 )
 from tunelab.platform.execution import Progress as JobProgress
-from tunelab.platform.jobs import display_status
+from tunelab.platform.records import JobRecord
 from tunelab.platform.spec import SpecError
-from tunelab.schema.db import get_engine, redact
-from tunelab.schema.models import Job, JobStatus
+from tunelab.schema.db import redact
+from tunelab.schema.models import JobStatus
 from tunelab.units import fmt_age, fmt_value
 
 app = typer.Typer()
@@ -79,7 +78,7 @@ def _summary(job_id: int, db: str | None, top: int = 5) -> None:
         out.print(trials_table(f"Best {len(best)} trials", best, job.objective))
     else:
         out.print("[yellow]no trial produced a correct result[/]")
-    for t in jobs_mod.baseline_trials(get_engine(db), job_id):
+    for t in api.baseline_trials(job_id, db=db):
         if t.status != "ok" or not t.value:
             continue
         line = f"baseline {t.baseline}: {fmt_value(t.value, job.objective)}"
@@ -119,10 +118,10 @@ def submit(
 ) -> None:
     """Validate SPEC, record it as a job and run it; prints the job id.
 
-    A spec that names a `suite:` (e.g. bert-dense, square, resnet50-im2col, batch-matmul,
-    resnet50-conv2d, cpu-small) instead of a `workload:` runs one job per workload of the
-    suite, one after another, and prints each id. An invalid spec is refused (exit 2)
-    before anything is written.
+    A spec that names a `suite:` (a kind's named list of workloads: `tunelab kinds` lists
+    them) instead of a `workload:` runs one job per workload of the suite, one after
+    another, and prints each id. An invalid spec is refused (exit 2) before anything is
+    written.
     """
     job_specs = guard(lambda: api.as_specs(spec))
     if len(job_specs) > 1:
@@ -145,10 +144,7 @@ def _submit_one(job_spec: Any, wait: bool, db: str | None, ray: str | None,
         out.print(job_id)
         err.print(f"job {job_id} started in the background; follow it with `tunelab show {job_id}`")
         return
-    engine = guard(lambda: get_engine(db))
-    from tunelab.platform.jobs import create_job
-
-    job_id = guard(lambda: create_job(engine, job_spec))
+    job_id = guard(lambda: api.create(job_spec, db=db))
     out.print(job_id)
     guard(
         lambda: _run_with_progress(
@@ -189,15 +185,13 @@ def run_spec(ray: RayOpt = None) -> None:
     """Record and run the spec in TUNELAB_SPEC_JSON (what --jobs-api runs in the cluster)."""
     import os
 
-    from tunelab.platform.jobs import create_job
     from tunelab.platform.spec import parse_spec
 
     raw = os.environ.get("TUNELAB_SPEC_JSON")
     if not raw:
         fail(Exit.BAD_INPUT, "TUNELAB_SPEC_JSON is not set")
     job_spec = guard(lambda: parse_spec(json.loads(raw), "TUNELAB_SPEC_JSON"))
-    engine = guard(lambda: get_engine(None))
-    job_id = guard(lambda: create_job(engine, job_spec))
+    job_id = guard(lambda: api.create(job_spec))
     out.print(f"tunelab job {job_id}")
     guard(lambda: api.resume(job_id, ray_address=ray))
     _summary(job_id, None)
@@ -261,7 +255,7 @@ def list_jobs(
     records = [
         {
             "id": j.id, "name": j.name, "kind": j.kind, "target": j.target,
-            "status": display_status(j), "done": j.n_done, "planned": j.n_planned,
+            "status": j.display_status, "done": j.n_done, "planned": j.n_planned,
             "ok": j.n_ok, "failed": j.n_failed, "objective": j.objective,
             "direction": j.direction, "best_value": j.best_value,
             "best_latency_s": j.best_latency_s, "created_at": j.created_at.isoformat(),
@@ -276,14 +270,14 @@ def list_jobs(
         table.add_column(col)
     for j in rows:
         table.add_row(
-            str(j.id), j.name, j.kind, j.target, display_status(j),
+            str(j.id), j.name, j.kind, j.target, j.display_status,
             f"{j.n_done}/{j.n_planned} ({j.n_failed} failed)", _best(j),
             fmt_age(j.created_at),
         )  # fmt: skip
     out.print(table if rows else "no jobs yet: `tunelab submit SPEC` starts one")
 
 
-def _best(j: Job) -> str:
+def _best(j: JobRecord) -> str:
     """The job's best value, named unless it is a latency."""
     value = fmt_value(j.best_value, j.objective)
     if j.objective == "latency_s" or j.best_value is None:
@@ -291,14 +285,12 @@ def _best(j: Job) -> str:
     return f"{j.objective} {value} ({j.direction[:3]})"
 
 
-def _show_job(j: Job, db: str | None) -> None:
-    from tunelab.platform.jobs import status_counts
-
-    counts = status_counts(get_engine(db), j.id)
+def _show_job(j: JobRecord, db: str | None) -> None:
+    counts = api.status_counts(j.id, db=db)
     lines = [
-        f"[bold]job {j.id}[/] {j.name}  ({j.kind}, {j.target})",
-        f"workload: {j.workload.description}",
-        f"status: {display_status(j)}   trials {j.n_done}/{j.n_planned}",
+        f"[bold]job {j.id}[/] {j.name}  ({', '.join(x for x in (j.kind, j.target) if x)})",
+        f"workload: {j.workload}",
+        f"status: {j.display_status}   trials {j.n_done}/{j.n_planned}",
         "by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
         f"best: {_best(j)}" + (f" (trial {j.best_trial_id})" if j.best_trial_id else ""),
         f"created {fmt_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
@@ -315,4 +307,4 @@ def show(job: JobArg, db: DbOpt = None) -> None:
     _show_job(j, db)
     best = api.trials(job, db=db, top=5)
     if best:
-        out.print(trials_table("Best trials", best))
+        out.print(trials_table("Best trials", best, j.objective))

@@ -27,7 +27,7 @@ class ExportFormat(enum.StrEnum):
 def list_trials(
     job: JobArg,
     top: Annotated[
-        int | None, typer.Option(min=1, help="Only the N fastest correct (ok) trials.")
+        int | None, typer.Option(min=1, help="Only the N best correct (ok) trials.")
     ] = None,
     status: Annotated[
         str | None, typer.Option(help="Only trials with this status (ok, build_error, ...).")
@@ -35,13 +35,14 @@ def list_trials(
     fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
     db: DbOpt = None,
 ) -> None:
-    """A job's trials with parameters and latency statistics."""
+    """A job's trials with parameters and their objective (latency statistics)."""
     rows = guard(lambda: api.trials(job, db=db, top=top, status=status))
     if fmt != Format.table:
         names = column_union(t.params for t in rows)
         emit([api.trial_row(t, names) for t in rows], fmt)
         return
-    out.print(trials_table(f"job {job}: {len(rows)} trials", rows))
+    objective = api.get_job(job, db=db).objective
+    out.print(trials_table(f"job {job}: {len(rows)} trials", rows, objective))
 
 
 @app.command()

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from tunelab.dashboard import common, queries
 from tunelab.dashboard.registry import Page
 from tunelab.units import fmt_seconds
+from tunelab.workers.pipeline_search.dashboard import queries as kind_queries
 
 PAGE = Page(
     title="Speedups",
@@ -19,15 +20,15 @@ PAGE = Page(
 )
 
 
-def row_label(r: queries.SpeedupRow) -> str:
+def row_label(r: kind_queries.SpeedupRow) -> str:
     return f"{r.workload}<br>{r.device} (job {r.job_id})"
 
 
-def baselines_of(rows: list[queries.SpeedupRow]) -> list[str]:
+def baselines_of(rows: list[kind_queries.SpeedupRow]) -> list[str]:
     return sorted({b for r in rows for b in r.baselines})
 
 
-def latency_figure(rows: list[queries.SpeedupRow]) -> go.Figure:
+def latency_figure(rows: list[kind_queries.SpeedupRow]) -> go.Figure:
     """Grouped bars: the best latency of each variant per workload and device, relative
     to that workload's unpipelined best (so workloads of any size share one axis)."""
     x = [row_label(r) for r in rows]
@@ -70,7 +71,7 @@ def render(engine: Engine) -> None:
         "Jobs", list(by_id), default=list(by_id)[:20], format_func=lambda i: by_id[i].label,
         key="jobs",
     )  # fmt: skip
-    rows = queries.speedups(engine, chosen)
+    rows = kind_queries.speedups(engine, chosen)
     if not rows:
         st.info("None of these jobs has an ok trial yet: nothing to compare.")
         return

@@ -1,4 +1,5 @@
-"""Speedups: each job's best latency pipelined, unpipelined and per library baseline."""
+"""Speedups of pipeline-search jobs: each job's best latency pipelined, unpipelined and
+per library baseline (pipelined = `stages` or `reg_stages` above 1)."""
 
 from __future__ import annotations
 
@@ -101,11 +102,3 @@ def speedups(engine: Engine, job_ids: Sequence[int]) -> list[SpeedupRow]:
             )
         )
     return out
-
-
-def geomean(values: Sequence[float | None]) -> float | None:
-    """Geometric mean of the positive values given (None if none)."""
-    xs = [x for x in values if x is not None and x > 0]
-    if not xs:
-        return None
-    return math.exp(sum(math.log(x) for x in xs) / len(xs))

@@ -1,0 +1,1 @@
+"""The pipeline-search kind's dashboard pages (registered under `tunelab.dashboard_pages`)."""
