@@ -21,26 +21,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
-)  # Ray workers import trivial_kind
 
 from benchdb import fresh_pg_database  # noqa: E402
 
 
 def run_tunelab(url: str, n: int) -> float:
     """Seconds from submitting an n-trial trivial job to its last trial recorded."""
-    from trivial_kind import Trivial
-
     from tunelab.platform import jobs
     from tunelab.platform.execution import run_job
-    from tunelab.platform.kinds import register_kind
     from tunelab.platform.spec import parse_spec
     from tunelab.schema.db import get_engine
 
-    register_kind(Trivial())
     engine = get_engine(url)
-    spec = parse_spec({"name": "overhead", "kind": "trivial", "workload": {"n": n}})
+    spec = parse_spec({"name": "overhead", "kind": "testing-trivial", "workload": {"n": n}})
     t0 = time.perf_counter()
     job_id = jobs.create_job(engine, spec)
     run_job(engine, job_id)

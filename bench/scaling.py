@@ -20,9 +20,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
-)  # the cluster's Ray nodes inherit this and import trivial_kind
 
 from benchdb import fresh_pg_database  # noqa: E402
 
@@ -30,19 +27,16 @@ from benchdb import fresh_pg_database  # noqa: E402
 def child(url: str, trials: int, seconds: float) -> None:
     """Drive one job on the cluster in RAY_ADDRESS; print (end-to-end, steady) rates."""
     from sqlalchemy import func, select
-    from trivial_kind import Sleepy
 
     from tunelab.platform import jobs
     from tunelab.platform.execution import connect_ray, run_job
-    from tunelab.platform.kinds import register_kind
     from tunelab.platform.spec import parse_spec
     from tunelab.schema.db import get_engine
     from tunelab.schema.models import Trial
 
-    register_kind(Sleepy())
     connect_ray()
     engine = get_engine(url)
-    spec = parse_spec({"name": "scaling", "kind": "sleepy",
+    spec = parse_spec({"name": "scaling", "kind": "testing-trivial",
                        "workload": {"n": trials, "seconds": seconds}})  # fmt: skip
     t0 = time.perf_counter()
     job_id = jobs.create_job(engine, spec)

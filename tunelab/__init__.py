@@ -8,14 +8,27 @@ The Python API mirrors the `tunelab` command line::
 """
 
 from tunelab.platform.api import (
+    artifacts,
+    baseline_trials,
     cancel,
+    create,
+    curve,
     export,
+    get_artifact,
     get_job,
     list_jobs,
+    pin_artifact,
+    prune_artifacts,
     resume,
+    status_counts,
+    steps,
     submit,
     trials,
 )
 
-__all__ = ["cancel", "export", "get_job", "list_jobs", "resume", "submit", "trials"]
-__version__ = "0.1.0"
+__all__ = [
+    "artifacts", "baseline_trials", "cancel", "create", "curve", "export", "get_artifact",
+    "get_job", "list_jobs", "pin_artifact", "prune_artifacts", "resume", "status_counts",
+    "steps", "submit", "trials",
+]  # fmt: skip
+__version__ = "0.2.0"

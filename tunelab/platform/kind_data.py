@@ -8,7 +8,6 @@ are insert-or-ignore: the first writer of a key wins, as for a measurement taken
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,18 +16,11 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy import delete as sql_delete
 
 from tunelab.platform.jobs import insert_ignore
+from tunelab.platform.kinds import canonical_json
 from tunelab.schema.models import KindData
 
 IN_CHUNK = 500  # keys per IN list
 KIND_LEN = 64
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, no NaN: one text per value, whatever the dict order."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not JSON-serialisable: {exc}") from None
 
 
 def key_hash(key: Mapping[str, Any]) -> str:

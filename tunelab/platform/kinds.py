@@ -266,8 +266,12 @@ class JobKind(ABC):
 
 
 def canonical_json(value: Any) -> str:
-    """Canonical JSON text of parameters or a workload (sorted keys, no spaces)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """Canonical JSON text of parameters, a workload or a key: sorted keys, no spaces, no
+    NaN — one text per value, whatever the dicts' order. ValueError if it is not JSON."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not JSON-serialisable: {exc}") from None
 
 
 def candidate_key(params: dict[str, Any]) -> str:

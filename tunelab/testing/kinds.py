@@ -52,10 +52,12 @@ class NoSpace(_Strict):
 
 class TrivialWorkload(_Strict):
     n: PositiveInt
+    seconds: NonNegativeFloat = Field(0.0, description="each measurement holds its worker")
 
 
 class Trivial(JobKind):
-    """Candidate i builds to nothing and measures as 1 us: what is left is bookkeeping."""
+    """Candidate i builds to nothing and measures as 1 us: what is left is bookkeeping.
+    With `seconds`, each measurement holds its worker that long (a measurement-bound job)."""
 
     name = "testing-trivial"
     workload_model = TrivialWorkload
@@ -70,7 +72,10 @@ class Trivial(JobKind):
     def measure(
         self, spec: JobSpec, params: dict[str, Any], built: Built, ctx: EvalContext
     ) -> Measurement:
-        return Measurement([1e-6])
+        seconds = spec.workload.get("seconds") or 0.0
+        if seconds:
+            time.sleep(seconds)
+        return Measurement([seconds or 1e-6])
 
 
 # -- quadratic (a generated space) ----------------------------------------------------

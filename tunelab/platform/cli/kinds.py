@@ -22,14 +22,17 @@ def list_kinds() -> None:
     from tunelab.platform.search.strategies import available_strategies
 
     table = Table(title="job kinds", title_justify="left")
-    for col in ("kind", "objectives", "evaluations", "suites", "own strategies"):
-        table.add_column(col)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("objectives", no_wrap=True)
+    table.add_column("evaluations", no_wrap=True)
+    table.add_column("suites")
+    table.add_column("its strategies")
     for name in sorted(available_kinds()):
         kind = get_kind(name)
-        objectives = ", ".join(f"{o.name} ({o.direction[:3]})" for o in kind.objectives)
+        objectives = "\n".join(f"{o.name} ({o.direction[:3]})" for o in kind.objectives)
         table.add_row(
             name, objectives, "long-running" if kind.long_running else "timed",
-            ", ".join(sorted(kind.suites())) or "-", ", ".join(sorted(kind.strategies())) or "-",
+            "\n".join(sorted(kind.suites())) or "-", ", ".join(sorted(kind.strategies())) or "-",
         )  # fmt: skip
     out.print(table)
     out.print("strategies: " + ", ".join(sorted(available_strategies())))
