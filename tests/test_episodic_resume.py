@@ -98,7 +98,7 @@ def test_driver_then_worker_killed_mid_training(db_url: str, ray_cluster: str) -
     assert resumed, "no run continued from a checkpoint"
     assert all(t.extra["resumed_from_step"] % 5 == 0 for t in resumed)
     retried = [t for t in trials if t.attempt_errors]
-    assert any("worker lost" in e for t in retried for e in t.attempt_errors)
+    assert any("measure worker died" in e for t in retried for e in t.attempt_errors)
     job = jobs.get_job(engine, job_id)
     assert (job.status, job.n_done, job.n_ok) == ("completed", 4, 4)
     assert _n_steps(engine, job_id) == 4 * 40  # none twice

@@ -47,8 +47,8 @@ def test_every_failure_is_recorded_and_only_a_correct_kernel_wins(
     # (A chunk may also have been split for another member's timeout: that is noted too,
     # but it is no death.)
     once = by_variant["crash_once"]
-    deaths = [note for note in once.extra["earlier_attempts"] if "died" in note]
-    assert len(deaths) == 1, once.extra
+    deaths = [note for note in once.attempt_errors if "died" in note]
+    assert len(deaths) == 1, once.attempt_errors
     assert once.attempts == (2 if "(attempt 1)" in deaths[0] else 1)
     # Charged exactly max_attempts times, however it was first chunked.
     assert by_variant["crash_always"].attempts == 2

@@ -18,8 +18,9 @@ from typing import Any
 from alembic import command
 from sqlalchemy import MetaData, insert, select
 
-from tunelab.platform import jobs
+from tunelab.platform import api, jobs
 from tunelab.platform.kinds import candidate_key
+from tunelab.platform.spec import parse_spec
 from tunelab.schema.db import alembic_config, current_revision, get_engine, head_revision, upgrade
 from tunelab.schema.models import Job, Trial
 
@@ -94,6 +95,15 @@ def test_v1_database_migrates_with_nothing_lost(db_url: str) -> None:
     assert len(done) == 5 and all(len(k) == 64 for k in done)
     best = jobs.trials(engine, interrupted.id, top=5)
     assert [t.params for t in best] == [{"stages": 2, "tile_m": 32}]  # never the baseline
+
+    # Their specs still validate (a resumed driver parses them) and they still export.
+    for job in new_jobs.values():
+        spec = parse_spec(job.spec, f"job {job.id}")
+        assert spec.target.kind == "llvm" and spec.measure.repeats == old_jobs[job.id]["spec"][
+            "measure"]["repeats"]  # fmt: skip
+    rows = list(api.iter_trial_rows(interrupted.id, db=db_url))
+    assert len(rows) == 5 and {r["baseline"] for r in rows} == {None, "numpy"}
+    assert sum(r["objective_latency_s"] is not None for r in rows) == 2
 
 
 def test_downgrade_restores_v1_rows(sqlite_url: str) -> None:

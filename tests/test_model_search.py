@@ -184,7 +184,7 @@ def test_model_job_records_predictions_pipelines_and_the_library_baseline(
     assert len(base) == 1 and base[0].baseline == "numpy" and base[0].status == "ok"
     assert len(searched) == 16 and all(t.status == "ok" for t in searched)
     assert all(t.predicted_cost and t.predicted_cost > 0 for t in searched)
-    models = [(t.extra["model"], t.extra["model_version"]) for t in searched]
+    models = [(t.model, t.model_version) for t in searched]
     assert models[0] == ("analytical", 0) and models[-1][0] == "xgboost-combined"
     assert models[-1][1] >= 1
     for t in searched:  # what was pipelined, at which level, with how many stages

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tunelab.platform import artifacts, jobs, steps
+from tunelab.platform import artifacts, jobs, kind_data, steps
 from tunelab.platform.execution import run_job
 from tunelab.platform.kinds import (
     Built,
@@ -158,6 +158,11 @@ class Score(JobKind):
     ) -> Measurement:
         if params["i"] == 3:
             return Measurement(objectives={"latency_s": 1.0})  # no score: not rankable
+        # Data kept for later jobs of this kind, and an artifact every node can read.
+        ctx.put_kind_data({"i": params["i"]}, {"score": params["i"]})
+        if params["i"] == 0:
+            ctx.save_artifact("note", b"scored on a worker")
+            assert ctx.load_artifact(f"{ctx.job_id}:note") == b"scored on a worker"
         return Measurement(latencies_s=[1e-3, 2e-3], objectives={"score": float(params["i"])})
 
 
@@ -179,6 +184,10 @@ def test_a_maximised_objective_ranks_everywhere(db_url: str, ray_cluster: str) -
     assert top[0].latency_median_s == 1.5e-3 and top[0].latencies_s == [1e-3, 2e-3]
     oracle = jobs.baseline_trials(engine, job_id)
     assert [(t.baseline, t.value) for t in oracle] == [("oracle", 1e6)]
+    assert kind_data.get(engine, "test-score", {"i": 4}) == {"score": 4}
+    assert kind_data.count(engine, "test-score") == 6  # 5 scored candidates + the oracle
+    note = artifacts.get_artifact(engine, f"{job_id}:note")
+    assert artifacts.read_blob(engine, note.hash) == b"scored on a worker"
 
 
 @pytest.mark.slow
@@ -224,7 +233,8 @@ def _check_episodes(engine: Any, job_id: int, spec: JobSpec) -> None:
         assert t.objectives["final_loss"] == pytest.approx(expected[-1]["loss"])
         assert t.value == t.objectives["final_loss"]
         kept = artifacts.list_artifacts(engine, job_id, checkpoints=True, trial_key=t.candidate)
-        assert [a.step for a in kept] == [8, 12][-spec.measure.keep_checkpoints :]
+        every = range(wl["checkpoint_every"], wl["steps"] + 1, wl["checkpoint_every"])
+        assert [a.step for a in kept] == list(every)[-spec.measure.keep_checkpoints :]
 
 
 @pytest.mark.slow

@@ -350,9 +350,9 @@ class _LoopState:
             else:
                 self.to_measure.appendleft(item)
 
-    def _lost(self, item: Pending, phase: str, why: str) -> None:
+    def _lost(self, item: Pending, phase: str, why: str, how: str = "died") -> None:
         """The worker died (or went silent) under this candidate: try again, or give up."""
-        message = f"{phase} worker lost (attempt {item.attempts}): {why}"
+        message = f"{phase} worker {how} (attempt {item.attempts}): {why}"
         log.warning("job %s candidate %s: %s", self.runner.job_id, item.key, message)
         item.errors.append(message[:2000])
         if item.attempts < self.spec.measure.max_attempts:
@@ -430,7 +430,7 @@ class _LoopState:
                 self.pool.replace(worker)
                 self._lost(
                     chunk[0], "measure",
-                    f"no heartbeat for {self.spec.measure.heartbeat_timeout_s:g} s",
+                    f"no heartbeat for {self.spec.measure.heartbeat_timeout_s:g} s", "went silent",
                 )  # fmt: skip
 
     def _silent_evaluations(self, now: float) -> set[str]:
