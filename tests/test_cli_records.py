@@ -99,3 +99,24 @@ def test_kinds_lists_kinds_and_strategies() -> None:
     assert code == 0, text
     for name in ("pipeline-search", "testing-episodic", "final_loss (min)", "testing-hill"):
         assert name in text
+
+
+def test_dashboard_curves_follow_a_maximised_objective(sqlite_url: str) -> None:
+    from tests.test_platform_v2 import Score
+    from tunelab.dashboard import queries
+    from tunelab.platform.kinds import register_kind
+
+    register_kind(Score())
+    engine = get_engine(sqlite_url)
+    job_id = jobs.create_job(engine, parse_spec({"name": "s", "kind": "test-score",
+                                                 "workload": {"n": 5}}))  # fmt: skip
+    recorder = Recorder(engine, job_id, objective=Score.objectives[0])
+    for i, score in enumerate([1.0, 3.0, 2.0, 5.0, 4.0]):
+        recorder.add(candidate=f"{i:064d}", params={"i": i}, status=TrialStatus.ok,
+                     objectives={"score": score})  # fmt: skip
+    recorder.flush()
+    curve = queries.best_so_far(engine, [job_id])[job_id]
+    assert [(p.n, p.best) for p in curve] == [(1, 1.0), (2, 3.0), (4, 5.0), (5, 5.0)]
+    assert queries.trials_to_reach(curve, fraction=0.5) == 2  # 3 >= 2.5
+    assert queries.trials_to_reach(curve) == 4
+    assert jobs.get_job(engine, job_id).best_value == 5.0

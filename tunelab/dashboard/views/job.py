@@ -16,8 +16,11 @@ PAGE = Page(title="Job", url_path="job", icon=":material/monitoring:", order=20)
 def curve_figure(
     curves: dict[int, list[queries.CurvePoint]], jobs: dict[int, queries.JobRow]
 ) -> go.Figure:
-    """One step line per job (labelled with its search strategy), latency in ms."""
+    """One step line per job (labelled with its search strategy): latency in ms for
+    timing jobs, else the job's objective."""
     fig = go.Figure()
+    objectives = {jobs[j].objective for j, points in curves.items() if points}
+    timed = objectives <= {"latency_s"}
     for job_id, points in curves.items():
         if not points:
             continue
@@ -25,7 +28,7 @@ def curve_figure(
         fig.add_trace(
             go.Scatter(
                 x=[p.n for p in points],
-                y=[p.best_s * 1e3 for p in points],
+                y=[p.best * 1e3 if timed else p.best for p in points],
                 mode="lines+markers",
                 line_shape="hv",
                 name=f"job {j.id} · {j.strategy}",
@@ -33,7 +36,9 @@ def curve_figure(
         )
     fig.update_layout(
         xaxis_title="trial number",
-        yaxis_title="best-so-far latency (ms)",
+        yaxis_title="best-so-far latency (ms)"
+        if timed
+        else f"best-so-far {' / '.join(sorted(objectives))}",
         legend_title="job · strategy",
         margin={"t": 30},
         height=380,

@@ -55,11 +55,6 @@ class Progress:
     best: float | None
     objective: str = "latency_s"
 
-    @property
-    def best_s(self) -> float | None:
-        """The best value, for displays of timing jobs (seconds)."""
-        return self.best
-
 
 class DriverContext:
     """What the driver offers a strategy: job-level steps and checkpoints."""
