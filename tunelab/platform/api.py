@@ -83,20 +83,30 @@ def resume(
     db: str | None = None,
     ray_address: str | None = None,
     force: bool = False,
+    retry_failed: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> JobStatus:
-    """Continue a job whose driver died or failed: recorded trials are kept, the rest run."""
+    """Continue a job whose driver died, failed, was interrupted or cancelled: recorded
+    trials are kept, the rest run; `retry_failed` also runs lost and timed-out ones again."""
     engine = get_engine(db)
     if not wait:
         job = jobs.get_job(engine, job_id)  # refuse here, not in the background driver's log
-        jobs.check_resumable(job, force=force)
-        start_driver(job_id, db=db, ray_address=ray_address, force=force)
+        jobs.check_resumable(job, force=force, retry_failed=retry_failed)
+        start_driver(job_id, db=db, ray_address=ray_address, force=force, retry_failed=retry_failed)
         return JobStatus(job.status)
-    return run_job(engine, job_id, ray_address=ray_address, on_progress=on_progress, force=force)
+    return run_job(
+        engine, job_id, ray_address=ray_address, on_progress=on_progress, force=force,
+        retry_failed=retry_failed,
+    )  # fmt: skip
 
 
 def start_driver(
-    job_id: int, *, db: str | None = None, ray_address: str | None = None, force: bool = False
+    job_id: int,
+    *,
+    db: str | None = None,
+    ray_address: str | None = None,
+    force: bool = False,
+    retry_failed: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Run a job's driver as a detached background process; its log goes to the data dir."""
     url = normalise_url(resolve_db_url(db))
@@ -105,6 +115,8 @@ def start_driver(
         cmd += ["--ray", ray_address]
     if force:
         cmd.append("--force")
+    if retry_failed:
+        cmd.append("--retry-failed")
     log_path = logs_dir() / f"job-{job_id}.log"
     with open(log_path, "ab") as log:
         return subprocess.Popen(

@@ -16,7 +16,6 @@ from tunelab.platform.objectives import best_first, rankable
 from tunelab.platform.spec import JobSpec
 from tunelab.schema.db import session_scope
 from tunelab.schema.models import (
-    TERMINAL_JOB_STATUSES,
     Environment,
     Job,
     JobStatus,
@@ -36,6 +35,10 @@ class JobNotFound(LookupError):
 
 class JobStateError(RuntimeError):
     """The job is in a state that does not allow the requested action."""
+
+
+class LostOwnership(JobStateError):
+    """Another driver took the job over (`resume --force`): this one must stop."""
 
 
 def insert_ignore(engine: Engine, table: Any) -> Any:
@@ -92,10 +95,23 @@ def get_job(engine: Engine, job_id: int) -> Job:
         return job
 
 
+def driver_gone(job: Job) -> bool:
+    """Whether the job's driver ran on this host and its process no longer exists."""
+    host, pid = getattr(job, "driver_host", None), getattr(job, "driver_pid", None)
+    if host != socket.gethostname() or not pid:
+        return False
+    import psutil
+
+    return not psutil.pid_exists(pid)
+
+
 def is_stale(job: Job, now: datetime | None = None) -> bool:
-    """A running job whose driver stopped writing: it died and the job can be resumed."""
+    """A running job whose driver stopped writing (or, on this host, no longer exists):
+    it died and the job can be resumed."""
     if job.status != JobStatus.running:
         return False
+    if driver_gone(job):
+        return True
     beat = job.heartbeat_at or job.started_at or job.created_at
     if beat.tzinfo is None:  # SQLite hands back naive datetimes
         beat = beat.replace(tzinfo=UTC)
@@ -106,11 +122,17 @@ def display_status(job: Job) -> str:
     return "running (driver lost)" if is_stale(job) else job.status
 
 
-def check_resumable(job: Job, *, force: bool = False, now: datetime | None = None) -> None:
-    """Raise JobStateError for a completed or cancelled job, and for one that another live
-    driver runs (a running job with a fresh heartbeat) unless `force`."""
-    if job.status in TERMINAL_JOB_STATUSES - {JobStatus.failed}:
-        raise JobStateError(f"job {job.id} is {job.status}; nothing to run")
+def check_resumable(
+    job: Job, *, force: bool = False, now: datetime | None = None, retry_failed: bool = False
+) -> None:
+    """Raise JobStateError for a completed job (unless `retry_failed`: its lost and timed
+    out trials run again) and for one that another live driver runs (a running job with a
+    fresh heartbeat) unless `force`. A cancelled job can be resumed: a cancel is a pause."""
+    if job.status == JobStatus.completed and not retry_failed:
+        raise JobStateError(
+            f"job {job.id} is completed; nothing to run (--retry-failed runs its lost and "
+            "timed-out trials again)"
+        )
     if job.status == JobStatus.running and not is_stale(job, now) and not force:
         beat = f" (heartbeat {job.heartbeat_at:%H:%M:%S})" if job.heartbeat_at else ""
         raise JobStateError(
@@ -119,14 +141,18 @@ def check_resumable(job: Job, *, force: bool = False, now: datetime | None = Non
         )
 
 
-def claim(engine: Engine, job_id: int, *, force: bool = False) -> Job:
-    """Mark a job running under this process, if `check_resumable` allows."""
+def claim(engine: Engine, job_id: int, *, force: bool = False, retry_failed: bool = False) -> Job:
+    """Mark a job running under this process, if `check_resumable` allows, with a new
+    lease: a driver that held the job before is refused its next write and stops."""
     now = datetime.now(UTC)
     with session_scope(engine) as s:
         job = s.get(Job, job_id, with_for_update=True)
         if job is None:
             raise JobNotFound(f"no job {job_id}")
-        check_resumable(job, force=force, now=now)
+        check_resumable(job, force=force, now=now, retry_failed=retry_failed)
+        job.lease = (job.lease or 0) + 1
+        if retry_failed:
+            job.verdict = None  # new trials: the final round is run again
         job.status = JobStatus.running
         job.driver_host = socket.gethostname()
         job.driver_pid = os.getpid()
@@ -137,14 +163,21 @@ def claim(engine: Engine, job_id: int, *, force: bool = False) -> Job:
         return job
 
 
-def finish(engine: Engine, job_id: int, status: JobStatus, error: str | None = None) -> None:
-    """Record how a driver's run of a job ended (a cancel recorded meanwhile stays)."""
+def finish(
+    engine: Engine,
+    job_id: int,
+    status: JobStatus,
+    error: str | None = None,
+    *,
+    lease: int | None = None,
+) -> None:
+    """Record how a driver's run of a job ended (a cancel recorded meanwhile stays; with
+    `lease`, only while the job is still this driver's)."""
+    stmt = update(Job).where(Job.id == job_id, Job.status != JobStatus.cancelled)
+    if lease is not None:
+        stmt = stmt.where(Job.lease == lease)
     with engine.begin() as conn:
-        conn.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status != JobStatus.cancelled)
-            .values(status=status, error=error, finished_at=datetime.now(UTC))
-        )
+        conn.execute(stmt.values(status=status, error=error, finished_at=datetime.now(UTC)))
 
 
 def cancel(engine: Engine, job_id: int) -> str:
@@ -158,6 +191,13 @@ def cancel(engine: Engine, job_id: int) -> str:
         job.status = JobStatus.cancelled
         job.finished_at = datetime.now(UTC)
         return job.status
+
+
+def status_and_lease(engine: Engine, job_id: int) -> tuple[str, int]:
+    """A job's status and the lease of the driver that holds it."""
+    with engine.connect() as conn:
+        status, lease = conn.execute(select(Job.status, Job.lease).where(Job.id == job_id)).one()
+        return status, lease
 
 
 def status_of(engine: Engine, job_id: int) -> str:
@@ -184,16 +224,34 @@ def recorded_results(engine: Engine, job_id: int) -> dict[str, float | None]:
     return {key: value for key, value, _ in recorded(engine, job_id)}
 
 
-def recorded(engine: Engine, job_id: int) -> list[tuple[str, float | None, dict[str, Any]]]:
-    """(candidate, value or None, params) of every final trial of a job, in order."""
+RETRYABLE = (TrialStatus.worker_lost, TrialStatus.timeout)
+
+
+def recorded(
+    engine: Engine, job_id: int, *, retry_failed: bool = False
+) -> list[tuple[str, float | None, dict[str, Any]]]:
+    """(candidate, value or None, params) of every final trial of a job, in order (with
+    `retry_failed`, lost and timed-out trials are left out: they run again)."""
     ok = case((Trial.status == TrialStatus.ok, Trial.value), else_=None)
+    skip = [TrialStatus.running, *(RETRYABLE if retry_failed else ())]
     stmt = (
         select(Trial.candidate, ok, Trial.params)
-        .where(Trial.job_id == job_id, Trial.status != TrialStatus.running)
+        .where(Trial.job_id == job_id, Trial.status.not_in(skip))
         .order_by(Trial.id)
     )
     with engine.connect() as conn:
         return [(key, value, params) for key, value, params in conn.execute(stmt)]
+
+
+def retryable(engine: Engine, job_id: int) -> list[tuple[str, dict[str, Any], str | None]]:
+    """(candidate, params, error) of a job's lost and timed-out trials."""
+    stmt = (
+        select(Trial.candidate, Trial.params, Trial.error)
+        .where(Trial.job_id == job_id, Trial.status.in_(RETRYABLE))
+        .order_by(Trial.id)
+    )
+    with engine.connect() as conn:
+        return [(k, p, e) for k, p, e in conn.execute(stmt)]
 
 
 def status_counts(engine: Engine, job_id: int) -> dict[str, int]:

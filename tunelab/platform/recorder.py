@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, func, select, update
 
-from tunelab.platform.jobs import insert_ignore
+from tunelab.platform.jobs import LostOwnership, insert_ignore
 from tunelab.platform.objectives import (
     LATENCY_OBJECTIVE,
     Objective,
@@ -31,6 +31,8 @@ ENV_COLUMNS = (
     "python_version",
     "details",
 )
+# Statuses of rows a final result may replace (see Recorder).
+REPLACEABLE = (TrialStatus.running, TrialStatus.worker_lost, TrialStatus.timeout)
 # Columns a final result writes over a `running` row of the same candidate.
 FINAL_COLUMNS = (
     "params", "status", "value", "objectives", "latency_median_s", "latency_mean_s",
@@ -70,17 +72,22 @@ class Recorder:
         job_id: int,
         *,
         objective: Objective = LATENCY_OBJECTIVE,
+        lease: int | None = None,
+        replace: set[str] | None = None,
         max_rows: int = 500,
         max_wait_s: float = 1.0,
     ) -> None:
         self.engine = engine
         self.job_id = job_id
         self.objective = objective
+        self.lease = lease
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._rows: list[dict[str, Any]] = []
         self._running: list[dict[str, Any]] = []
-        self._running_keys: set[str] = set()  # candidates that may have a running row
+        # Candidates whose row a final result replaces: `running` ones, and lost or timed
+        # out ones run again (`replace`, from `resume --retry-failed`).
+        self._running_keys: set[str] = set(replace or ())
         self._env_ids: dict[str, int] = {}
         self._pending_envs: dict[str, dict[str, Any]] = {}
         self._last_flush = time.monotonic()
@@ -200,7 +207,7 @@ class Recorder:
                 )
             if rows:
                 conn.execute(insert_ignore(self.engine, Trial.__table__), rows)
-            refresh_job(conn, self.job_id, self.objective)
+            refresh_job(conn, self.job_id, self.objective, lease=self.lease)
         # Committed: only now is the buffer let go.
         self._env_ids = env_ids
         self._pending_envs.clear()
@@ -218,21 +225,26 @@ def _replace_running() -> Any:
             and_(
                 Trial.__table__.c.job_id == bindparam("_job"),
                 Trial.__table__.c.candidate == bindparam("_key"),
-                Trial.__table__.c.status == str(TrialStatus.running),
+                Trial.__table__.c.status.in_(REPLACEABLE),
             )
         )
         .values({c: bindparam(f"_{c}") for c in FINAL_COLUMNS})
     )
 
 
-def refresh_job(conn: Any, job_id: int, objective: Objective = LATENCY_OBJECTIVE) -> None:
-    """Set a job's counts, best trial and heartbeat from its recorded trials."""
+def refresh_job(
+    conn: Any, job_id: int, objective: Objective = LATENCY_OBJECTIVE, *, lease: int | None = None
+) -> None:
+    """Set a job's counts, best trial and heartbeat from its recorded trials. With `lease`,
+    only while the job is still held under it: else LostOwnership (and the caller's
+    transaction, with whatever it wrote, is rolled back)."""
     counts = dict(
         conn.execute(
             select(Trial.status, func.count()).where(Trial.job_id == job_id).group_by(Trial.status)
         ).all()
     )
     counts.pop(TrialStatus.running, None)
+    decided = conn.execute(select(Job.verdict).where(Job.id == job_id)).scalar() is not None
     best = conn.execute(
         select(Trial.id, Trial.value, Trial.latency_median_s)
         .where(Trial.job_id == job_id, rankable())
@@ -241,16 +253,22 @@ def refresh_job(conn: Any, job_id: int, objective: Objective = LATENCY_OBJECTIVE
     ).first()
     n_done = sum(counts.values())
     n_ok = counts.get(TrialStatus.ok, 0) + counts.get(TrialStatus.built, 0)
-    conn.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(
-            n_done=n_done,
-            n_ok=n_ok,
-            n_failed=n_done - n_ok,
-            best_trial_id=best[0] if best else None,
-            best_value=best[1] if best else None,
-            best_latency_s=best[2] if best else None,
-            heartbeat_at=datetime.now(UTC),
+    stmt = update(Job).where(Job.id == job_id)
+    if lease is not None:
+        stmt = stmt.where(Job.lease == lease)
+    values: dict[str, Any] = {
+        "n_done": n_done, "n_ok": n_ok, "n_failed": n_done - n_ok,
+        "heartbeat_at": datetime.now(UTC),
+    }  # fmt: skip
+    if not decided:  # a final-round verdict names the best itself (execution/finals.py)
+        values |= {
+            "best_trial_id": best[0] if best else None,
+            "best_value": best[1] if best else None,
+            "best_latency_s": best[2] if best else None,
+        }
+    done = conn.execute(stmt.values(**values))
+    if lease is not None and done.rowcount == 0:
+        raise LostOwnership(
+            f"job {job_id} was taken over by another driver (its lease is no longer "
+            f"{lease}): this driver stops and records nothing more"
         )
-    )

@@ -103,6 +103,19 @@ class MeasureSpec(_Strict):
     keep_checkpoints: PositiveInt = Field(
         3, description="checkpoints kept per evaluation (and for the job); pinned ones stay"
     )
+    threads: PositiveInt | None = Field(
+        None,
+        description="CPU threads a measurement uses (TVM, OpenMP, BLAS, torch alike); "
+        "default: every core of the measuring node",
+    )
+    final_top_k: int = Field(
+        5, ge=0, le=50,
+        description="timed jobs: finalists measured again after the search, interleaved "
+        "with the baselines, to decide the winner under noise (0: no final rounds)",
+    )  # fmt: skip
+    final_rounds: PositiveInt = Field(
+        5, le=50, description="at most this many final rounds (fewer once the verdict is clear)"
+    )
 
 
 class JobSpec(_Strict):

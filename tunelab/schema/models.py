@@ -144,6 +144,11 @@ class Job(Base):
     direction: Mapped[str] = mapped_column(String(8), default=Direction.minimize)
     best_value: Mapped[float | None] = mapped_column(Float)
     best_latency_s: Mapped[float | None] = mapped_column(Float)
+    # The final re-measurement's verdict: winner, ties, confidence intervals, baselines.
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Raised by every claim: a driver whose lease is no longer the job's has been taken
+    # over and stops (its writes are refused).
+    lease: Mapped[int] = mapped_column(Integer, default=0)
     best_trial_id: Mapped[int | None] = mapped_column(BigId)
     error: Mapped[str | None] = mapped_column(Text)
     driver_host: Mapped[str | None] = mapped_column(String(255))
@@ -200,6 +205,24 @@ class Trial(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Remeasurement(Base):
+    """A trial measured again after the search, interleaved with the other finalists
+    (and the baseline) in rounds: the evidence behind a job's verdict. Not a trial: it
+    is charged to no budget."""
+
+    __tablename__ = "remeasurements"
+    __table_args__ = (UniqueConstraint("trial_id", "round"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer)
+    latencies_s: Mapped[list[float]] = mapped_column(JSONType)
+    latency_median_s: Mapped[float] = mapped_column(Float)
+    worker_node: Mapped[str | None] = mapped_column(String(255))
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Step(Base):

@@ -205,22 +205,35 @@ def resume(
         False
     ),
     force: Annotated[
-        bool, typer.Option(help="Take over a job whose driver still seems alive.")
+        bool,
+        typer.Option(help="Take over a job whose driver still seems alive (it then stops)."),
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(help="Also run the job's lost (worker_lost) and timed-out trials again."),
     ] = False,
     db: DbOpt = None,
     ray: RayOpt = None,
 ) -> None:
-    """Continue a job whose driver died, failed or was interrupted.
+    """Continue a job whose driver died, failed, was interrupted or cancelled.
 
     Recorded trials are kept; unfinished candidates run again; none is recorded twice.
     """
     if not wait:
-        guard(lambda: api.resume(job, wait=False, db=db, ray_address=ray, force=force))
+        guard(lambda: api.resume(job, wait=False, db=db, ray_address=ray, force=force,
+                                 retry_failed=retry_failed))  # fmt: skip
         err.print(f"job {job} resumed in the background; follow it with `tunelab show {job}`")
         return
     guard(
         lambda: _run_with_progress(
-            lambda cb: api.resume(job, db=db, ray_address=ray, force=force, on_progress=cb)
+            lambda cb: api.resume(
+                job,
+                db=db,
+                ray_address=ray,
+                force=force,
+                retry_failed=retry_failed,
+                on_progress=cb,
+            )
         )
     )
     _summary(job, db)
@@ -228,10 +241,14 @@ def resume(
 
 
 @app.command("run-driver", hidden=True)
-def run_driver(job: JobArg, db: DbOpt = None, ray: RayOpt = None, force: bool = False) -> None:
+def run_driver(
+    job: JobArg, db: DbOpt = None, ray: RayOpt = None, force: bool = False,
+    retry_failed: bool = False,
+) -> None:  # fmt: skip
     """Run a job's driver in this process (what background submissions start)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    status = guard(lambda: api.resume(job, db=db, ray_address=ray, force=force))
+    status = guard(lambda: api.resume(job, db=db, ray_address=ray, force=force,
+                                      retry_failed=retry_failed))  # fmt: skip
     exit_for(status)
 
 

@@ -10,10 +10,14 @@ times and then recorded as `worker_lost`. Nothing is recorded twice.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import signal
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +25,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from tunelab.platform import artifacts, jobs
+from tunelab.platform.execution import finals
 from tunelab.platform.execution.assembly import Pending, Result, trial_fields
 from tunelab.platform.execution.chunking import Chunker
 from tunelab.platform.execution.pool import POLL_S, EvalPool, JobError, Worker, connect_ray
@@ -93,23 +98,30 @@ class JobRunner:
         self.job_id = job_id
         self.on_progress = on_progress or (lambda _p: None)
 
-    def run(self, *, ray_address: str | None = None, force: bool = False) -> JobStatus:
-        job = jobs.claim(self.engine, self.job_id, force=force)
+    def run(
+        self, *, ray_address: str | None = None, force: bool = False, retry_failed: bool = False
+    ) -> JobStatus:
+        job = jobs.claim(self.engine, self.job_id, force=force, retry_failed=retry_failed)
+        self.lease = job.lease
         spec = parse_spec(job.spec, f"job {self.job_id}")
+        finish = functools.partial(jobs.finish, self.engine, self.job_id, lease=self.lease)
         try:
-            connect_ray(ray_address)
-            status = self._run(spec, get_kind(spec.kind))
+            with _sigterm_as_interrupt():
+                connect_ray(ray_address)
+                status = self._run(spec, get_kind(spec.kind), retry_failed)
         except KeyboardInterrupt:
-            jobs.finish(self.engine, self.job_id, JobStatus.interrupted, "interrupted by user")
+            finish(JobStatus.interrupted, "interrupted (Ctrl-C or SIGTERM)")
             raise
+        except jobs.LostOwnership:
+            raise  # the job is another driver's now: leave its record alone
         except Exception as exc:
-            jobs.finish(self.engine, self.job_id, JobStatus.failed, f"{type(exc).__name__}: {exc}")
+            finish(JobStatus.failed, f"{type(exc).__name__}: {exc}")
             raise
         if status != JobStatus.cancelled:
-            jobs.finish(self.engine, self.job_id, status)
+            finish(status)
         return status
 
-    def _run(self, spec: JobSpec, kind: JobKind) -> JobStatus:
+    def _run(self, spec: JobSpec, kind: JobKind, retry_failed: bool = False) -> JobStatus:
         context = DriverContext(self.engine, self.job_id, spec.measure.keep_checkpoints)
         space = as_space(kind.space(spec))
         try:
@@ -119,15 +131,19 @@ class JobRunner:
             )  # fmt: skip
         except ValueError as exc:
             raise JobError(str(exc)) from None
-        recorded = jobs.recorded(self.engine, self.job_id)
+        recorded = jobs.recorded(self.engine, self.job_id, retry_failed=retry_failed)
         done = {key for key, _, _ in recorded}
         for key, value, params in recorded:  # a resumed strategy learns from these
             strategy.tell(key, value, params)
+        retry = jobs.retryable(self.engine, self.job_id) if retry_failed else []
         baselines = [(candidate_key(p), p) for p in kind.baselines(spec)]
         total = strategy.total + len(baselines)
         with self.engine.begin() as conn:
             conn.execute(update(Job).where(Job.id == self.job_id).values(n_planned=total))
-        recorder = Recorder(self.engine, self.job_id, objective=kind.primary())
+        recorder = Recorder(
+            self.engine, self.job_id, objective=kind.primary(), lease=self.lease,
+            replace={key for key, _, _ in retry},
+        )  # fmt: skip
         recorder.flush()  # counts and heartbeat as of now
         if len(done) >= total:
             return JobStatus.completed
@@ -139,9 +155,15 @@ class JobRunner:
                 pool = EvalPool(kind, kind.resources(spec), f"this {kind.name} job")
                 spec = kind.resolve_spec(spec, pool.run_on_worker)
             state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
-            state.baselines = [(k, p) for k, p in baselines if k not in done]
+            again = {k for k, _, _ in retry}
+            state.baselines = [(k, p) for k, p, _ in retry]
+            state.baselines += [(k, p) for k, p in baselines if k not in done | again]
+            state.earlier = {k: [f"before --retry-failed: {e}"] for k, _, e in retry if e}
             state.total = total
-            return state.loop()
+            status = state.loop()
+            if status == JobStatus.completed and finals.wanted(state):
+                finals.run(state)
+            return status
         finally:
             if state is not None:
                 state.stop()
@@ -225,7 +247,9 @@ class _LoopState:
                 "nodes at least 2 CPUs"
             )
         self.exhausted = False
-        self.baselines: list[tuple[str, dict[str, Any]]] = []  # evaluated first, once
+        # Evaluated first, once: lost/timed-out candidates run again, then baselines.
+        self.baselines: list[tuple[str, dict[str, Any]]] = []
+        self.earlier: dict[str, list[str]] = {}  # errors of earlier runs, by candidate
         self.total = strategy.total
         self._beat_checked = time.monotonic()
 
@@ -247,7 +271,9 @@ class _LoopState:
         if not batch:
             self.exhausted = True
             return []
-        items = [Pending(key, params) for key, params in batch]
+        items = [
+            Pending(key, params, errors=list(self.earlier.get(key, ()))) for key, params in batch
+        ]
         self.in_flight.update(key for key, _ in batch)
         self.retry.extend(items[n:])
         return items[:n]
@@ -484,7 +510,13 @@ class _LoopState:
                 self.recorder.flush()
             if time.monotonic() - last_check >= CANCEL_CHECK_S:
                 last_check = time.monotonic()
-                if jobs.status_of(self.runner.engine, self.runner.job_id) == JobStatus.cancelled:
+                status, lease = jobs.status_and_lease(self.runner.engine, self.runner.job_id)
+                if lease != self.runner.lease:
+                    raise jobs.LostOwnership(
+                        f"job {self.runner.job_id} was taken over by another driver: "
+                        "this one stops (what it had not recorded is left to the other)"
+                    )
+                if status == JobStatus.cancelled:
                     return JobStatus.cancelled
 
     def stop(self) -> None:
@@ -497,6 +529,24 @@ class _LoopState:
         self.measures.clear()
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends a driver as Ctrl-C does (the job is marked interrupted), when the
+    driver runs in the main thread (signal handlers can only be set there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_job(
     engine: Engine,
     job_id: int,
@@ -504,8 +554,9 @@ def run_job(
     ray_address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     force: bool = False,
+    retry_failed: bool = False,
 ) -> JobStatus:
     """Run (or resume) job `job_id` in this process until it completes or is cancelled."""
     return JobRunner(engine, job_id, on_progress=on_progress).run(
-        ray_address=ray_address, force=force
+        ray_address=ray_address, force=force, retry_failed=retry_failed
     )

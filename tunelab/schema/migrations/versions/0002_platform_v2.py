@@ -1,5 +1,8 @@
 """platform v2: objectives, steps, artifacts, kind data; trials keyed by a hash
 
+Jobs also gain a final verdict (noise-aware winner) and a lease (driver ownership);
+remeasurements hold the finalists' interleaved re-measurement rounds.
+
 Trials: `candidate` becomes the SHA-256 of the parameters' canonical JSON (the JSON
 itself stays in `params`); the primary objective's `value` and every named objective;
 each repeat's latency; platform-owned facts move out of `extra` into columns
@@ -120,6 +123,8 @@ def upgrade() -> None:
             sa.Column("direction", sa.String(length=8), nullable=False, server_default="minimize")
         )
         batch.add_column(sa.Column("best_value", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("verdict", JSONType, nullable=True))
+        batch.add_column(sa.Column("lease", sa.Integer(), nullable=False, server_default="0"))
 
     conn = op.get_bind()
     _carry_trials_over(conn)
@@ -133,6 +138,31 @@ def upgrade() -> None:
             batch.f("ix_trials_job_id_status_value"), ["job_id", "status", "value"], unique=False
         )
 
+    op.create_table(
+        "remeasurements",
+        sa.Column("id", BigId, nullable=False),
+        sa.Column("job_id", BigId, nullable=False),
+        sa.Column("trial_id", BigId, nullable=False),
+        sa.Column("round", sa.Integer(), nullable=False),
+        sa.Column("latencies_s", JSONType, nullable=False),
+        sa.Column("latency_median_s", sa.Float(), nullable=False),
+        sa.Column("worker_node", sa.String(length=255), nullable=True),
+        sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["job_id"],
+            ["jobs.id"],
+            name=op.f("fk_remeasurements_job_id_jobs"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["trial_id"],
+            ["trials.id"],
+            name=op.f("fk_remeasurements_trial_id_trials"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_remeasurements")),
+        sa.UniqueConstraint("trial_id", "round", name=op.f("uq_remeasurements_trial_id_round")),
+    )
     op.create_table(
         "steps",
         sa.Column("id", BigId, nullable=False),
@@ -213,6 +243,7 @@ def downgrade() -> None:
     op.drop_table("blob_chunks")
     op.drop_table("blobs")
     op.drop_table("steps")
+    op.drop_table("remeasurements")
     conn = op.get_bind()
     rows = conn.execute(
         sa.text("SELECT id, params, extra, baseline, model, model_version, attempt_errors "
@@ -246,6 +277,8 @@ def downgrade() -> None:
             updates,
         )
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("lease")
+        batch.drop_column("verdict")
         batch.drop_column("best_value")
         batch.drop_column("direction")
         batch.drop_column("objective")
