@@ -106,8 +106,8 @@ class JobRunner:
         spec = parse_spec(job.spec, f"job {self.job_id}")
         finish = functools.partial(jobs.finish, self.engine, self.job_id, lease=self.lease)
         try:
-            with _sigterm_as_interrupt():
-                connect_ray(ray_address)
+            connect_ray(ray_address)
+            with _sigterm_as_interrupt():  # after Ray's start-up, which sets its own
                 status = self._run(spec, get_kind(spec.kind), retry_failed)
         except KeyboardInterrupt:
             finish(JobStatus.interrupted, "interrupted (Ctrl-C or SIGTERM)")
