@@ -52,6 +52,9 @@ def test_small_search_end_to_end(db_url: str, ray_cluster: str) -> None:
         assert [b["stages"] for b in pipelined] == ([stages, stages] if stages > 1 else [])
     env = jobs.environment(engine, trials[0].environment_id)
     assert env is not None and env.tvm_version == "0.27.0.post1" and env.python_version
+    # Measured with every core of the node (the test's Ray gives it 2), said in the record.
+    assert env.details["threads"] == 2 and env.details["tvm_num_threads"] == "2"
+    assert env.details["mcpu"] and "openblas" in (env.details["blas"] or "").lower()
     # The job's best is the winner of the final rounds: one of the 5 fastest of the
     # search, re-measured interleaved with the others and NumPy.
     finalists = sorted(trials, key=lambda t: t.latency_median_s)[:5]
@@ -79,3 +82,22 @@ def test_strategies_are_deterministic() -> None:
     exhaustive = make_strategy(space, spec.search.model_copy(update={"strategy": "exhaustive"}))
     batch = exhaustive.ask(5, set())
     assert [p for _, p in batch] == space[:5]
+
+
+@pytest.mark.slow
+def test_measure_threads_are_set_and_never_oversubscribe(sqlite_url: str, ray_cluster: str) -> None:
+    from tunelab.platform.execution import JobError
+
+    engine = get_engine(sqlite_url)
+    one = {**SMALL, "space": {**SMALL["space"], "micro_m": [4], "stages": [1]},
+           "measure": {"repeats": 2, "threads": 1, "final_top_k": 0}}  # fmt: skip
+    job_id = jobs.create_job(engine, parse_spec(one))
+    assert run_job(engine, job_id) == JobStatus.completed
+    t = jobs.trials(engine, job_id)[0]
+    env = jobs.environment(engine, t.environment_id)
+    assert env.details["threads"] == 1 and env.details["tvm_num_threads"] == "1"
+    many = {**one, "measure": {"threads": 64}}
+    job_id = jobs.create_job(engine, parse_spec(many))
+    with pytest.raises(JobError, match="never oversubscribes its node"):
+        run_job(engine, job_id)
+    assert jobs.get_job(engine, job_id).status == "failed"

@@ -98,11 +98,16 @@ class MeasureWorker:
     """Holds one device (a CPU node, one GPU, or a slot of a pool) and evaluates
     candidates one at a time."""
 
-    def __init__(self, kind: JobKind | None = None) -> None:
+    def __init__(self, kind: JobKind | None = None, threads: int | None = None) -> None:
+        from tunelab.workers import threads as thread_policy
         from tunelab.workers.environment import fingerprint
 
+        if threads is not None:
+            thread_policy.apply(threads)
         self.cache: dict[str, Any] = {}
-        self.environment = fingerprint(kind.environment() if kind is not None else None)
+        details = {**(kind.environment() if kind is not None else {})}
+        details |= thread_policy.describe(threads)
+        self.environment = fingerprint(details)
         self.node = node_label()
 
     def describe(self) -> dict[str, Any]:

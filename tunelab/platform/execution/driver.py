@@ -152,7 +152,9 @@ class JobRunner:
         state: _LoopState | None = None
         try:
             if not spec.measure.build_only:
-                pool = EvalPool(kind, kind.resources(spec), f"this {kind.name} job")
+                pool = EvalPool(
+                    kind, kind.resources(spec), f"this {kind.name} job", spec.measure.threads
+                )
                 spec = kind.resolve_spec(spec, pool.run_on_worker)
             state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
             again = {k for k, _, _ in retry}
@@ -177,6 +179,7 @@ class JobRunner:
 class _Build:
     chunk: list[Pending]
     started: float
+    node: str | None = None  # where it runs, when the driver placed it
 
 
 @dataclass
@@ -237,6 +240,10 @@ class _LoopState:
         if wanted and all(ray.cluster_resources().get(r) for r in wanted):
             build_options["resources"] = dict(wanted)  # e.g. nodes offering nvcc
         self.build_fn = ray.remote(**build_options)(build_candidates)
+        # Node placement measures with the whole node: no build runs on a node while it
+        # measures there, and a node with measurements waiting takes no new builds.
+        self.exclusive = pool is not None and resources.evaluate == "node"
+        self.node_slots = {n: max(1, c - 1) for n, c in (pool.node_cpus if pool else {}).items()}
         cpus = int(ray.cluster_resources().get("CPU", 0))
         held = pool.cpus() if pool else 0
         self.build_slots = int(cpus - held)
@@ -296,17 +303,50 @@ class _LoopState:
                 waiting = len(self.to_measure) + sum(len(b.chunk) for b in self.builds.values())
                 if waiting >= 2 * self.pool.size() * self.measure_chunk.size + 2:
                     return
+            node = self._build_node() if self.exclusive else None
+            if self.exclusive and node is None:
+                return  # every node measures or is about to
             chunk = self._take(self.build_chunk.size)
             if not chunk:
                 return
             for item in chunk:
                 item.attempts += 1
-            ref = self.build_fn.remote(self.kind_ref, self.spec_ref, [i.params for i in chunk])
-            self.builds[ref] = _Build(chunk, time.monotonic())
+            fn = self.build_fn
+            if node is not None:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                fn = fn.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, False))
+            ref = fn.remote(self.kind_ref, self.spec_ref, [i.params for i in chunk])
+            self.builds[ref] = _Build(chunk, time.monotonic(), node)
+
+    def _measuring_nodes(self) -> set[str | None]:
+        return {EvalPool.node_of(ev.worker) for ev in self.measures.values()}
+
+    def _build_node(self) -> str | None:
+        """A node free to build on: not measuring, no measurement waiting for it, and
+        with a CPU its worker does not hold; None if there is none now."""
+        assert self.pool is not None
+        busy = self._measuring_nodes()
+        if self.to_measure:  # measurements go first on nodes with an idle worker
+            busy |= {EvalPool.node_of(w) for w in self.pool.idle}
+        building: dict[str, int] = {}
+        for b in self.builds.values():
+            if b.node is not None:
+                building[b.node] = building.get(b.node, 0) + 1
+        for node, slots in self.node_slots.items():
+            if node not in busy and building.get(node, 0) < slots:
+                return node
+        return None
 
     def _dispatch_measures(self) -> None:
         assert self.pool is not None
         self.pool.poll_starting()
+        if self.exclusive:  # a worker measures only once no build runs on its node
+            building = {b.node for b in self.builds.values()}
+            ready = [w for w in self.pool.idle if EvalPool.node_of(w) not in building]
+            others = [w for w in self.pool.idle if EvalPool.node_of(w) in building]
+            self.pool.idle.clear()
+            self.pool.idle.extend(ready)
         while self.to_measure and self.pool.idle:
             if self.to_measure[0].solo:
                 chunk = [self.to_measure.popleft()]
@@ -337,6 +377,8 @@ class _LoopState:
                 self.kind_ref, self.spec_ref, self.job_ref, items
             )
             self.measures[ref] = _Evaluation(chunk, worker, time.monotonic())
+        if self.exclusive:
+            self.pool.idle.extend(others)
 
     # -- results -----------------------------------------------------------------------
 

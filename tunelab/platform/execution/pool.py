@@ -39,6 +39,13 @@ def connect_ray(address: str | None = None) -> None:
         ray.init(configure_logging=False, **kwargs)
 
 
+def _threads(n: int) -> dict[str, Any]:
+    """Actor options giving a worker `n` threads from its first import on."""
+    from tunelab.workers.threads import thread_env
+
+    return {"threads": n, "runtime_env": {"env_vars": thread_env(n)}}
+
+
 @dataclass
 class Worker:
     """An evaluation worker (a Ray actor) and the options it was placed with."""
@@ -51,13 +58,22 @@ class EvalPool:
     """Evaluation workers, each evaluating one candidate at a time under a deadline.
 
     `node` placement pins one worker to each node (a worker whose node has died is not
-    replaced: the pool shrinks and the job goes on with the nodes that are left); `gpu`
-    places one per GPU; `pool` runs `workers` of `evaluate_cpus` CPUs each anywhere.
+    replaced: the pool shrinks and the job goes on with the nodes that are left) and
+    measures with every core of it (or `threads`): the driver keeps builds off a node
+    while it measures; `gpu` places one per GPU; `pool` runs `workers` of
+    `evaluate_cpus` CPUs each anywhere. Each worker's threaded libraries get its thread
+    count before they load (workers/threads.py).
     """
 
     NODE_CHECK_S = 1.0
 
-    def __init__(self, kind: JobKind, resources: Resources, what: str = "this job") -> None:
+    def __init__(
+        self,
+        kind: JobKind,
+        resources: Resources,
+        what: str = "this job",
+        threads: int | None = None,
+    ) -> None:
         import ray
 
         from tunelab.workers.tasks import MeasureWorker
@@ -66,6 +82,8 @@ class EvalPool:
         self.kind = kind
         self.resources = resources
         self.what = what
+        self.threads = threads
+        self.node_cpus: dict[str, int] = {}
         self.cls = ray.remote(MeasureWorker)
         self.idle: deque[Worker] = deque()
         self.starting: dict[Any, tuple[Worker, float]] = {}  # ready-ref -> (worker, t0)
@@ -88,22 +106,33 @@ class EvalPool:
                     "cluster with GPU workers, or set measure.build_only: true to build "
                     "every candidate without evaluating it"
                 )
-            return [{"num_gpus": 1, "num_cpus": 1} for _ in range(gpus)]
+            return [{"num_gpus": 1, "num_cpus": 1, **_threads(self.threads or 1)}] * gpus
         if res.evaluate == "pool":
             cpus = ray.cluster_resources().get("CPU", 0)
             fits = int((cpus - 1) // res.evaluate_cpus) if cpus > res.evaluate_cpus else 1
             n = res.workers or max(1, fits)
-            return [{"num_cpus": res.evaluate_cpus} for _ in range(n)]
+            threads = self.threads or max(1, int(res.evaluate_cpus))
+            return [{"num_cpus": res.evaluate_cpus, **_threads(threads)} for _ in range(n)]
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
-        return [
-            {
-                "num_cpus": 1,
-                "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-            }
-            for n in nodes
-        ]
+        placements = []
+        for n in nodes:
+            cpus = int(n["Resources"]["CPU"])
+            if self.threads and self.threads > cpus:
+                raise JobError(
+                    f"measure.threads is {self.threads} but node {n['NodeManagerAddress']} has "
+                    f"{cpus} CPUs: a measurement never oversubscribes its node"
+                )
+            self.node_cpus[n["NodeID"]] = cpus
+            placements.append(
+                {
+                    "num_cpus": 1,
+                    "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                    **_threads(self.threads or cpus),
+                }
+            )
+        return placements
 
     @staticmethod
     def _node(options: dict[str, Any]) -> str | None:
@@ -120,7 +149,8 @@ class EvalPool:
         return node not in self._alive
 
     def _start(self, options: dict[str, Any]) -> None:
-        actor = self.cls.options(max_restarts=0, **options).remote(self.kind)
+        opts = {k: v for k, v in options.items() if k != "threads"}
+        actor = self.cls.options(max_restarts=0, **opts).remote(self.kind, options.get("threads"))
         self.starting[actor.describe.remote()] = (Worker(actor, options), time.monotonic())
 
     def _drop(self, worker: Worker) -> None:
@@ -176,6 +206,11 @@ class EvalPool:
     def size(self) -> int:
         """How many evaluation workers the pool keeps."""
         return self.n_workers
+
+    @staticmethod
+    def node_of(worker: Worker) -> str | None:
+        """The node a worker is pinned to (node placement), else None."""
+        return EvalPool._node(worker.options)
 
     def cpus(self) -> float:
         """CPUs the pool's workers hold."""

@@ -52,7 +52,10 @@ class PipelineSearch(JobKind):
             except PackageNotFoundError:
                 return None
 
+        from tunelab.workers.pipeline_search.build_llvm import llvm_host_cpu
+
         return {
+            "mcpu": llvm_host_cpu(),  # the LLVM CPU kernels are built for on this node
             "tvm_version": installed("apache-tvm"),
             "tvm_ffi_version": installed("apache-tvm-ffi"),
             "torch_version": installed("torch"),
