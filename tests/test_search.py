@@ -101,3 +101,23 @@ def test_measure_threads_are_set_and_never_oversubscribe(sqlite_url: str, ray_cl
     with pytest.raises(JobError, match="never oversubscribes its node"):
         run_job(engine, job_id)
     assert jobs.get_job(engine, job_id).status == "failed"
+
+
+@pytest.mark.slow
+def test_a_workload_no_node_can_hold_is_refused_before_building(
+    sqlite_url: str, ray_cluster: str
+) -> None:
+    import psutil
+
+    from tunelab.platform.execution import JobError
+
+    engine = get_engine(sqlite_url)
+    # 400 GEMMs of 2048^3: every buffer indexable with int32, but ~27 GB to measure.
+    assert psutil.virtual_memory().total < 30 * 2**30, "this machine could hold it"
+    big = {"name": "big", "kind": "pipeline-search",
+           "workload": {"M": 2048, "N": 2048, "K": 2048, "batch": 400}}  # fmt: skip
+    job_id = jobs.create_job(engine, parse_spec(big))
+    with pytest.raises(JobError, match=r"needs 2\d\.\d GiB to measure but the measuring node"):
+        run_job(engine, job_id)
+    job = jobs.get_job(engine, job_id)
+    assert job.status == "failed" and job.n_done == 0  # nothing built, nothing recorded

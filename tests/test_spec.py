@@ -46,7 +46,17 @@ def test_defaults_fill_in() -> None:
         (spec(target__kind="cuda", target__arch="ampere"), "target", "sm_80"),
         (spec(space__stages=[0, 9]), "space.stages", "between 1 and 6"),
         (spec(space__block_row_warps=[2]), "(spec)", "do not apply to llvm"),
-        (spec(space__tile_m=[48]), "(spec)", "no candidate's tiles divide"),
+        (spec(space__tile_m=[48]), "workload.M", "M=64 is not a multiple of any tile_m (48)"),
+        (
+            spec(workload__M=100, workload__N=64, workload__K=32),
+            "workload.M",
+            "M=100 is not a multiple of any tile_m (16, 32, 64)",
+        ),
+        (
+            spec(workload__M=10**6, workload__N=10**6, workload__K=10**6),
+            "workload.M",
+            "past the 2,147,483,647 a kernel can index",
+        ),
         (spec(surprise=1), "surprise", "Extra inputs"),
         ({k: v for k, v in GOOD.items() if k != "name"}, "name", "Field required"),
     ],

@@ -252,12 +252,13 @@ def refresh_job(
         .limit(1)
     ).first()
     n_done = sum(counts.values())
-    n_ok = counts.get(TrialStatus.ok, 0) + counts.get(TrialStatus.built, 0)
+    # Built but not measured (build-only jobs) is neither ok nor failed.
+    n_ok, n_built = counts.get(TrialStatus.ok, 0), counts.get(TrialStatus.built, 0)
     stmt = update(Job).where(Job.id == job_id)
     if lease is not None:
         stmt = stmt.where(Job.lease == lease)
     values: dict[str, Any] = {
-        "n_done": n_done, "n_ok": n_ok, "n_failed": n_done - n_ok,
+        "n_done": n_done, "n_ok": n_ok, "n_failed": n_done - n_ok - n_built,
         "heartbeat_at": datetime.now(UTC),
     }  # fmt: skip
     if not decided:  # a final-round verdict names the best itself (execution/finals.py)

@@ -9,6 +9,7 @@ a search strategy with options reads them from a section named after it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,6 +212,9 @@ def _format_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(spec)"
         msg = err["msg"].removeprefix("Value error, ")
+        named = re.match(r"([a-z_]+(?:\.[A-Za-z_]\w*)+): (.*)", msg, re.S)
+        if loc == "(spec)" and named:  # a whole-spec check that names its field itself
+            loc, msg = named.groups()
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 

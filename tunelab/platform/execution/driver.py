@@ -155,7 +155,10 @@ class JobRunner:
                 pool = EvalPool(
                     kind, kind.resources(spec), f"this {kind.name} job", spec.measure.threads
                 )
-                spec = kind.resolve_spec(spec, pool.run_on_worker)
+                try:
+                    spec = kind.resolve_spec(spec, pool.run_on_worker)
+                except ValueError as exc:  # known only once the workers are: say so, build nothing
+                    raise JobError(str(exc)) from None
             state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
             again = {k for k, _, _ in retry}
             state.baselines = [(k, p) for k, p, _ in retry]
@@ -389,12 +392,10 @@ class _LoopState:
         self.recorder.add(**fields)
         self.in_flight.discard(item.key)
         self.done.add(item.key)
-        if result.status == TrialStatus.ok and value is not None:
+        if result.status == TrialStatus.ok:
             self.ok += 1
             if item.baseline is None and better(value, self.best, self.objective.direction):
                 self.best = value
-        elif result.status in (TrialStatus.ok, TrialStatus.built):
-            self.ok += 1
         self.runner.on_progress(
             Progress(len(self.done), self.total, self.ok, self.best, self.objective.name)
         )

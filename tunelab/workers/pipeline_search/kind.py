@@ -11,7 +11,13 @@ from typing import Any
 
 from tunelab.platform.kinds import Built, EvalContext, JobKind, Measurement, Resources
 from tunelab.platform.spec import JobSpec
-from tunelab.workers.pipeline_search.space import candidates, parameters
+from tunelab.workers.pipeline_search.space import (
+    bytes_needed,
+    candidates,
+    parameters,
+    size_problems,
+    why_nothing_fits,
+)
 from tunelab.workers.pipeline_search.spec import (
     PipelineSpace,
     PipelineWorkload,
@@ -70,11 +76,24 @@ class PipelineSearch(JobKind):
                 f"space: {', '.join(wrong)} do not apply to {spec.target.kind} targets "
                 f"(its parameters: {', '.join(allowed)})"
             )
+        wl = self.workload_model.model_validate(spec.workload)
+        if problem := size_problems(wl):
+            raise ValueError(problem)
         if not self.space(spec):
-            raise ValueError("space: no candidate's tiles divide the workload's N and K")
+            raise ValueError(why_nothing_fits(spec, wl))
 
     def resolve_spec(self, spec: JobSpec, on_worker: Callable[[Callable[[], Any]], Any]) -> JobSpec:
-        """Build for the CPU the measurements run on, not for whichever node builds."""
+        """Build for the CPU the measurements run on, not for whichever node builds; refuse
+        a workload that fits no memory of the measuring node before anything is built."""
+        import psutil
+
+        wl = self.workload_model.model_validate(spec.workload)
+        need, have = bytes_needed(wl), on_worker(lambda: psutil.virtual_memory().total)
+        if need > 0.8 * have:
+            raise ValueError(
+                f"workload {wl.describe()} needs {need / 2**30:.1f} GiB to measure but the "
+                f"measuring node has {have / 2**30:.1f} GiB: shrink the workload"
+            )
         if spec.target.kind != "llvm" or spec.target.mcpu is not None:
             return spec
         from tunelab.workers.pipeline_search.build_llvm import llvm_host_cpu

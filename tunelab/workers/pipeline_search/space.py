@@ -74,3 +74,54 @@ def candidates(spec: JobSpec, wl: GemmWorkload | Conv2dWorkload) -> list[dict[st
         if _fits(wl, params, cuda):
             out.append(params)
     return out
+
+
+INT32_MAX = 2**31 - 1
+
+
+def size_problems(wl: GemmWorkload | Conv2dWorkload) -> str | None:
+    """Why TVM cannot build this workload at all (its buffers are indexed with int32), as
+    `workload.FIELD: reason`; None if it can."""
+    batch, m, n, k = wl.gemm_shape()
+    field = "M" if isinstance(wl, GemmWorkload) else "batch"
+    for name, elements in (("A", batch * m * k), ("B", batch * k * n), ("C", batch * m * n)):
+        if elements > INT32_MAX:
+            return (
+                f"workload.{field}: {name} would have {elements:,} elements, past the "
+                f"{INT32_MAX:,} a kernel can index (int32): shrink the workload"
+            )
+    return None
+
+
+def bytes_needed(wl: GemmWorkload | Conv2dWorkload) -> int:
+    """Memory a measurement holds: inputs, output and the reference output."""
+    batch, m, n, k = wl.gemm_shape()
+    width = 2 if wl.dtype == "float16" else 4
+    return batch * (m * k + k * n) * width + 2 * batch * m * n * 4
+
+
+def why_nothing_fits(spec: JobSpec, wl: GemmWorkload | Conv2dWorkload) -> str:
+    """Which dimension no tile of the (restricted) space divides, as `workload.FIELD:
+    reason` (the message of a space with no candidate)."""
+    base = _base_space(spec)
+    _, m, n, k = wl.gemm_shape()
+    fields = {"M": "M", "N": "N", "K": "K"}
+    if isinstance(wl, Conv2dWorkload):
+        fields = {"M": "batch, H, W", "N": "K", "K": "R, S, C"}
+    if spec.target.kind == "cuda":
+        return (
+            f"workload.{fields['N'].split(',')[0]}: no block tile of the space divides the "
+            f"GEMM ({m}x{n}x{k}); widen space or pick multiples of 16"
+        )
+    for dim, size, tiles in (("M", m, base["tile_m"]), ("N", n, base["tile_n"]),
+                             ("K", k, base["tile_k"])):  # fmt: skip
+        if dim == "M" and isinstance(wl, Conv2dWorkload):
+            continue  # ragged rows are predicated
+        if not any(size % t == 0 for t in tiles):
+            tname = f"tile_{dim.lower()}"
+            return (
+                f"workload.{fields[dim].split(',')[0]}: {dim}={size} is not a multiple of "
+                f"any {tname} ({', '.join(map(str, tiles))}): no candidate fits; make it a "
+                f"multiple of {min(tiles)} or set space.{tname}"
+            )
+    return "space: no candidate's tiles fit the workload (micro tiles must divide tiles)"
