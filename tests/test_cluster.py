@@ -123,7 +123,9 @@ def test_cluster_runs_a_job_survives_a_lost_worker_and_stops_cleanly(tmp_path: P
         with engine.connect() as conn:
             n = conn.execute(select(func.count()).where(Trial.job_id == job_id)).scalar_one()
         assert n == len(space) == 32 + 1  # nothing twice (32 candidates + NumPy baseline)
-        assert {t.status for t in trials} == {"ok"}
+        assert {t.status for t in trials} == {"ok"}, [
+            (t.status, t.error, t.attempt_errors) for t in trials if t.status != "ok"
+        ]
         assert len({t.worker_node for t in trials}) == 2  # both workers measured
 
         # The Jobs API route: the client needs only the Ray dashboard URL and the token.
@@ -141,6 +143,22 @@ def test_cluster_runs_a_job_survives_a_lost_worker_and_stops_cleanly(tmp_path: P
         assert "SUCCEEDED" in via_api.stderr and "Best 2 trials" in via_api.stderr
         recorded = [j for j in jobs.list_jobs(engine) if j.name == "via-jobs-api"]
         assert [(j.status, j.n_done) for j in recorded] == [("completed", 2 + 1)]  # + NumPy
+
+        # Neither RAY_ADDRESS nor a token given: a submit from this data directory joins
+        # the cluster `tunelab cluster up` runs from it instead of starting a local Ray.
+        spec_path.write_text(yaml.safe_dump({**small, "name": "joins-the-cluster"}))
+        local_env = {k: v for k, v in env.items() if not k.startswith("RAY_")}
+        joined = subprocess.run(
+            [sys.executable, "-m", "tunelab.platform.cli", "submit", str(spec_path), "--wait"],
+            env=local_env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert joined.returncode == 0, joined.stderr[-3000:]
+        assert "Started a local Ray instance" not in joined.stderr
+        assert "Token authentication is enabled" not in joined.stderr
+        job_id = int(joined.stdout.split()[0])
+        assert {t.worker_node for t in jobs.trials(engine, job_id)} <= {
+            t.worker_node for t in trials
+        }  # measured on the cluster's (surviving) worker
     finally:
         stopped = cluster.down()
     assert "ray-head" in stopped and "postgres" in stopped

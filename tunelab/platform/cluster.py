@@ -386,6 +386,11 @@ def status(directory: Path | None = None) -> dict[str, Any] | None:
     }
 
 
+def head_alive(state: ClusterState) -> bool:
+    """Whether the cluster's Ray head process still runs."""
+    return any(p.role == "ray-head" and _alive(p) is not None for p in state.procs)
+
+
 def _postgres_running(state: ClusterState) -> bool:
     assert state.postgres_dir is not None
     cmd = _as_user(state.postgres_user, [_pg_bin("pg_ctl"), "-D", state.postgres_dir, "status"])

@@ -246,7 +246,7 @@ class _LoopState:
         # Node placement measures with the whole node: no build runs on a node while it
         # measures there, and a node with measurements waiting takes no new builds.
         self.exclusive = pool is not None and resources.evaluate == "node"
-        self.node_slots = {n: max(1, c - 1) for n, c in (pool.node_cpus if pool else {}).items()}
+        self.gone_nodes: set[str] = set()  # nodes a pinned build found gone
         cpus = int(ray.cluster_resources().get("CPU", 0))
         held = pool.cpus() if pool else 0
         self.build_slots = int(cpus - held)
@@ -336,8 +336,11 @@ class _LoopState:
         for b in self.builds.values():
             if b.node is not None:
                 building[b.node] = building.get(b.node, 0) + 1
-        for node, slots in self.node_slots.items():
-            if node not in busy and building.get(node, 0) < slots:
+        for node, cpus in list(self.pool.node_cpus.items()):
+            slots = max(1, cpus - 1)  # its worker holds one
+            if node in busy or node in self.gone_nodes or building.get(node, 0) >= slots:
+                continue
+            if self.pool.node_alive(node):
                 return node
         return None
 
@@ -438,6 +441,13 @@ class _LoopState:
                 try:
                     outcomes: list[Outcome] = self.ray.get(ref)
                 except Exception as exc:
+                    if b.node is not None and type(exc).__name__ == "TaskUnschedulableError":
+                        # Its node left the cluster: build elsewhere, charging nothing.
+                        self.gone_nodes.add(b.node)
+                        for item in reversed(chunk):
+                            item.attempts -= 1
+                            self.retry.appendleft(item)
+                        continue
                     if len(chunk) > 1:
                         self._split(chunk, "build", f"worker died: {type(exc).__name__}")
                     else:

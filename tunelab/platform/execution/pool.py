@@ -24,19 +24,45 @@ class JobError(RuntimeError):
 
 
 def connect_ray(address: str | None = None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start Ray on this machine."""
-    import ray
+    """Join the cluster at `address` (or RAY_ADDRESS), else the one `tunelab cluster up`
+    runs from this data directory, else start Ray on this machine (its token notice
+    silenced: the token stays on this machine)."""
+    import sys
 
-    if ray.is_initialized():
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return
     from tunelab.config import resolve_ray_address
 
-    address = resolve_ray_address(address)
+    # Before Ray loads: it reads its token settings (which _local_cluster sets) on import.
+    address = resolve_ray_address(address) or _local_cluster()
+    import ray
+
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(configure_logging=False, **kwargs)
+        notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level = notice.level
+        notice.setLevel(logging.ERROR)
+        try:
+            ray.init(configure_logging=False, **kwargs)
+        finally:
+            notice.setLevel(level)
+
+
+def _local_cluster() -> str | None:
+    """The Ray address of a `tunelab cluster up` still running from this data directory
+    (its token put in this process's environment), else None."""
+    import os
+
+    from tunelab.platform import cluster
+
+    state = cluster.load_state()
+    if state is None or not cluster.head_alive(state):
+        return None
+    os.environ.update({k: v for k, v in state.env().items() if k.startswith("RAY_AUTH")})
+    log.info("using the cluster `tunelab cluster up` runs: %s", state.ray_address)
+    return state.ray_address
 
 
 def _threads(n: int) -> dict[str, Any]:
@@ -44,6 +70,11 @@ def _threads(n: int) -> dict[str, Any]:
     from tunelab.workers.threads import thread_env
 
     return {"threads": n, "runtime_env": {"env_vars": thread_env(n)}}
+
+
+@dataclass(frozen=True)
+class _Affinity:
+    node_id: str
 
 
 @dataclass
@@ -153,7 +184,12 @@ class EvalPool:
         actor = self.cls.options(max_restarts=0, **opts).remote(self.kind, options.get("threads"))
         self.starting[actor.describe.remote()] = (Worker(actor, options), time.monotonic())
 
+    def node_alive(self, node: str) -> bool:
+        """Whether `node` is still part of the cluster (checked at most every second)."""
+        return not self._node_dead({"scheduling_strategy": _Affinity(node)})
+
     def _drop(self, worker: Worker) -> None:
+        self.node_cpus.pop(self._node(worker.options) or "", None)
         self.n_workers -= 1
         log.warning("node %s is gone: %d evaluation workers left", self._node(worker.options),
                     self.n_workers)  # fmt: skip
