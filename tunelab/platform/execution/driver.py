@@ -26,6 +26,7 @@ from tunelab.platform.execution.chunking import Chunker
 from tunelab.platform.execution.pool import POLL_S, EvalPool, JobError, Worker, connect_ray
 from tunelab.platform.kinds import JobKind, candidate_key, get_kind
 from tunelab.platform.objectives import better
+from tunelab.platform.outage import DatabaseOutage, Outage
 from tunelab.platform.recorder import Recorder
 from tunelab.platform.search.space import as_space
 from tunelab.platform.search.strategies import SearchStrategy, make_strategy
@@ -92,6 +93,7 @@ class JobRunner:
         self.engine = engine
         self.job_id = job_id
         self.on_progress = on_progress or (lambda _p: None)
+        self.outage = Outage.for_job(engine, job_id)  # rides out a database that goes away
 
     def run(self, *, ray_address: str | None = None, force: bool = False) -> JobStatus:
         job = jobs.claim(self.engine, self.job_id, force=force)
@@ -100,13 +102,17 @@ class JobRunner:
             connect_ray(ray_address)
             status = self._run(spec, get_kind(spec.kind))
         except KeyboardInterrupt:
-            jobs.finish(self.engine, self.job_id, JobStatus.interrupted, "interrupted by user")
+            why = "interrupted by user"
+            self.outage.attempt(jobs.finish, self.engine, self.job_id, JobStatus.interrupted, why)
+            raise
+        except DatabaseOutage:  # nothing can be written: the job stays running, resumable
             raise
         except Exception as exc:
-            jobs.finish(self.engine, self.job_id, JobStatus.failed, f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self.outage.retry(jobs.finish, self.engine, self.job_id, JobStatus.failed, error)
             raise
         if status != JobStatus.cancelled:
-            jobs.finish(self.engine, self.job_id, status)
+            self.outage.retry(jobs.finish, self.engine, self.job_id, status)
         return status
 
     def _run(self, spec: JobSpec, kind: JobKind) -> JobStatus:
@@ -127,7 +133,7 @@ class JobRunner:
         total = strategy.total + len(baselines)
         with self.engine.begin() as conn:
             conn.execute(update(Job).where(Job.id == self.job_id).values(n_planned=total))
-        recorder = Recorder(self.engine, self.job_id, objective=kind.primary())
+        recorder = Recorder(self.engine, self.job_id, objective=kind.primary(), outage=self.outage)
         recorder.flush()  # counts and heartbeat as of now
         if len(done) >= total:
             return JobStatus.completed
@@ -145,10 +151,10 @@ class JobRunner:
         finally:
             if state is not None:
                 state.stop()
-            recorder.flush()
-            context.steps.flush()
             if pool is not None:
                 pool.shutdown()
+            recorder.drain()
+            self.outage.retry(context.steps.flush)
 
 
 @dataclass
@@ -436,10 +442,12 @@ class _LoopState:
         # Only evaluations that had time to beat since they were dispatched.
         timeout = self.spec.measure.heartbeat_timeout_s
         keys = [ev.chunk[0].key for ev in self.measures.values() if now - ev.started > timeout]
-        if not keys:
+        # Workers cannot beat while the database is away: judge none until they could.
+        if not keys or not self.runner.outage.settled(timeout):
             return set()
         cutoff = datetime.now(UTC) - timedelta(seconds=timeout)
-        with self.runner.engine.connect() as conn:
+        rows: Any = []
+        with self.runner.outage.tolerate(), self.runner.engine.connect() as conn:
             rows = conn.execute(
                 select(Trial.candidate, Trial.heartbeat_at).where(
                     Trial.job_id == self.runner.job_id,
@@ -484,7 +492,9 @@ class _LoopState:
                 self.recorder.flush()
             if time.monotonic() - last_check >= CANCEL_CHECK_S:
                 last_check = time.monotonic()
-                if jobs.status_of(self.runner.engine, self.runner.job_id) == JobStatus.cancelled:
+                runner = self.runner  # a database away: not cancelled, as far as we know
+                status = runner.outage.attempt(jobs.status_of, runner.engine, runner.job_id)
+                if status == JobStatus.cancelled:
                     return JobStatus.cancelled
 
     def stop(self) -> None:
