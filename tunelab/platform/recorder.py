@@ -17,7 +17,11 @@ from tunelab.platform.objectives import (
     objective_values,
     rankable,
 )
+from tunelab.platform.outage import Outage
 from tunelab.schema.models import Environment, Job, Trial, TrialStatus
+
+# Results a recorder riding out an outage holds before it waits for the database.
+MAX_BUFFER = 100_000
 
 ENV_COLUMNS = (
     "fingerprint",
@@ -64,6 +68,10 @@ class Recorder:
     result replaces a `running` row of its candidate. The same transaction refreshes the
     job's counts, best trial and heartbeat. A flush that fails keeps its buffer, so the
     next one writes it: nothing measured is dropped while the database is away.
+
+    With an `outage`, a flush while the database is unreachable or full does not raise:
+    it returns False and later flushes retry (see `Outage`), so the caller goes on
+    collecting results, up to `max_buffer` of them; `drain` waits the outage out.
     """
 
     def __init__(
@@ -76,6 +84,8 @@ class Recorder:
         replace: set[str] | None = None,
         max_rows: int = 500,
         max_wait_s: float = 1.0,
+        outage: Outage | None = None,
+        max_buffer: int = MAX_BUFFER,
     ) -> None:
         self.engine = engine
         self.job_id = job_id
@@ -83,6 +93,8 @@ class Recorder:
         self.lease = lease
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
+        self.outage = outage
+        self.max_buffer = max_buffer
         self._rows: list[dict[str, Any]] = []
         self._running: list[dict[str, Any]] = []
         # Candidates whose row a final result replaces: `running` ones, and lost or timed
@@ -154,6 +166,8 @@ class Recorder:
         self._rows.append(row)
         if len(self._rows) >= self.max_rows:
             self.flush()
+        if len(self._rows) >= self.max_buffer:
+            self.drain()  # memory is bounded: wait for the database rather than grow
 
     def add_running(
         self, *, candidate: str, params: dict[str, Any], attempts: int, baseline: str | None = None
@@ -176,9 +190,29 @@ class Recorder:
     def due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.max_wait_s
 
-    def flush(self) -> None:
-        """Write buffered trials (if any), the job's counts and its heartbeat. On a
-        database error the buffer is kept and the error raised."""
+    def flush(self) -> bool:
+        """Write buffered trials (if any), the job's counts and its heartbeat; True once
+        written. On a database error the buffer is kept and the error raised; with an
+        `outage`, one that says the database is away returns False instead (and so does
+        every flush until its backoff has passed), until the outage limit: DatabaseOutage."""
+        if self.outage is None:
+            self._write()
+            return True
+        if not self.outage.due():
+            return False
+        with self.outage.tolerate():
+            self._write()
+            return True
+        return False
+
+    def drain(self) -> None:
+        """Flush, waiting out an outage (DatabaseOutage past its limit)."""
+        if self.outage is None:
+            self._write()
+        else:
+            self.outage.retry(self._write)
+
+    def _write(self) -> None:
         rows = [dict(r) for r in self._rows]
         with self.engine.begin() as conn:
             env_ids = dict(self._env_ids)

@@ -31,6 +31,7 @@ from tunelab.platform.execution.chunking import Chunker
 from tunelab.platform.execution.pool import POLL_S, EvalPool, JobError, Worker, connect_ray
 from tunelab.platform.kinds import JobKind, candidate_key, get_kind
 from tunelab.platform.objectives import better
+from tunelab.platform.outage import DatabaseOutage, Outage
 from tunelab.platform.recorder import Recorder
 from tunelab.platform.search.space import as_space
 from tunelab.platform.search.strategies import SearchStrategy, make_strategy
@@ -97,6 +98,7 @@ class JobRunner:
         self.engine = engine
         self.job_id = job_id
         self.on_progress = on_progress or (lambda _p: None)
+        self.outage = Outage.for_job(engine, job_id)  # rides out a database that goes away
 
     def run(
         self, *, ray_address: str | None = None, force: bool = False, retry_failed: bool = False
@@ -110,15 +112,18 @@ class JobRunner:
             with _sigterm_as_interrupt():  # after Ray's start-up, which sets its own
                 status = self._run(spec, get_kind(spec.kind), retry_failed)
         except KeyboardInterrupt:
-            finish(JobStatus.interrupted, "interrupted (Ctrl-C or SIGTERM)")
+            why = "interrupted (Ctrl-C or SIGTERM)"
+            self.outage.attempt(finish, JobStatus.interrupted, why)
+            raise
+        except DatabaseOutage:  # nothing can be written: the job stays running, resumable
             raise
         except jobs.LostOwnership:
             raise  # the job is another driver's now: leave its record alone
         except Exception as exc:
-            finish(JobStatus.failed, f"{type(exc).__name__}: {exc}")
+            self.outage.retry(finish, JobStatus.failed, f"{type(exc).__name__}: {exc}")
             raise
         if status != JobStatus.cancelled:
-            finish(status)
+            self.outage.retry(finish, status)
         return status
 
     def _run(self, spec: JobSpec, kind: JobKind, retry_failed: bool = False) -> JobStatus:
@@ -142,7 +147,7 @@ class JobRunner:
             conn.execute(update(Job).where(Job.id == self.job_id).values(n_planned=total))
         recorder = Recorder(
             self.engine, self.job_id, objective=kind.primary(), lease=self.lease,
-            replace={key for key, _, _ in retry},
+            replace={key for key, _, _ in retry}, outage=self.outage,
         )  # fmt: skip
         recorder.flush()  # counts and heartbeat as of now
         if len(done) >= total:
@@ -172,10 +177,10 @@ class JobRunner:
         finally:
             if state is not None:
                 state.stop()
-            recorder.flush()
-            context.steps.flush()
             if pool is not None:
                 pool.shutdown()
+            recorder.drain()
+            self.outage.retry(context.steps.flush)
 
 
 @dataclass
@@ -515,10 +520,12 @@ class _LoopState:
         # Only evaluations that had time to beat since they were dispatched.
         timeout = self.spec.measure.heartbeat_timeout_s
         keys = [ev.chunk[0].key for ev in self.measures.values() if now - ev.started > timeout]
-        if not keys:
+        # Workers cannot beat while the database is away: judge none until they could.
+        if not keys or not self.runner.outage.settled(timeout):
             return set()
         cutoff = datetime.now(UTC) - timedelta(seconds=timeout)
-        with self.runner.engine.connect() as conn:
+        rows: Any = []
+        with self.runner.outage.tolerate(), self.runner.engine.connect() as conn:
             rows = conn.execute(
                 select(Trial.candidate, Trial.heartbeat_at).where(
                     Trial.job_id == self.runner.job_id,
@@ -563,10 +570,12 @@ class _LoopState:
                 self.recorder.flush()
             if time.monotonic() - last_check >= CANCEL_CHECK_S:
                 last_check = time.monotonic()
-                status, lease = jobs.status_and_lease(self.runner.engine, self.runner.job_id)
-                if lease != self.runner.lease:
+                runner = self.runner  # a database away: not cancelled, as far as we know
+                got = runner.outage.attempt(jobs.status_and_lease, runner.engine, runner.job_id)
+                status, lease = got if got is not None else (None, runner.lease)
+                if lease != runner.lease:
                     raise jobs.LostOwnership(
-                        f"job {self.runner.job_id} was taken over by another driver: "
+                        f"job {runner.job_id} was taken over by another driver: "
                         "this one stops (what it had not recorded is left to the other)"
                     )
                 if status == JobStatus.cancelled:
