@@ -1,11 +1,17 @@
 """Platform overhead: trials recorded per second, tunelab vs Optuna's RDBStorage.
 
 Both record the same number of trivial trials in fresh databases on the same PostgreSQL,
-side by side in one run. tunelab's figure is end to end: the job is submitted, every
-candidate is scheduled on Ray (a build task and a measurement call) and recorded. Then a
-100,000-trial job runs in a child process whose peak resident memory is reported.
+interleaved: each round runs both systems, the order alternating, and the report gives
+each system's min/median/max and the ratio of medians with the spread of the per-round
+(paired) ratios. tunelab's figure is end to end on an already running local Ray: the job
+is submitted, every candidate scheduled (a build task and a measurement call) and
+recorded; Ray's own start-up is measured once and reported apart. Then the time from
+`tunelab submit --wait` to a one-trial job's end, cold (a new process that starts Ray)
+and warm (joining the running Ray); then a 100,000-trial job in a child process whose
+peak resident memory is reported.
 
-    python bench/platform_overhead.py [--trials 2000] [--big 100000] [--out FILE]
+    python bench/platform_overhead.py [--trials 200 2000] [--rounds 3] [--big 100000]
+                                      [--out FILE]
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import argparse
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,9 +75,30 @@ def big_job_child(url: str, n: int) -> None:
     print(f"BIG {n} {elapsed:.3f} {peak_mb:.1f}", flush=True)
 
 
+def spread(xs: list[float]) -> str:
+    return f"min {min(xs):9.1f}  median {statistics.median(xs):9.1f}  max {max(xs):9.1f}"
+
+
+def submit_seconds(env: dict[str, str]) -> float:
+    """Wall seconds of `tunelab submit --wait` of a one-trial job, in a new process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "one.yaml"
+        spec.write_text("name: one\nkind: testing-trivial\nworkload: {n: 1}\n")
+        env = {**env, "TUNELAB_DATA_DIR": tmp}
+        t0 = time.perf_counter()
+        run = subprocess.run(
+            [sys.executable, "-m", "tunelab.platform.cli", "submit", str(spec), "--wait"],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if run.returncode != 0:
+            raise SystemExit(f"submit failed:\n{run.stderr[-3000:]}")
+        return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=2000, help="trials for the side-by-side run")
+    ap.add_argument("--trials", type=int, nargs="+", default=[200, 2000])
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per size")
     ap.add_argument("--big", type=int, default=100_000, help="trials of the memory run (0: skip)")
     ap.add_argument("--out", type=Path, help="also write the report to this file")
     ap.add_argument("--child-big", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
@@ -83,48 +112,71 @@ def main() -> None:
     t0 = time.perf_counter()
     connect_ray()
     ray_start = time.perf_counter() - t0
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
     lines = [
         "# tunelab platform overhead vs Optuna RDBStorage (same PostgreSQL, same trial count)",
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        f"Python {platform.python_version()}; both record from one process; trivial trials "
+        "(tunelab's measure nothing: threads do not matter here)",
         f"local Ray start-up (not counted below): {ray_start:.1f} s",
+        f"{args.rounds} interleaved rounds per size, the order alternating; trials/s:",
         "",
     ]
-    with fresh_pg_database("tunelab") as url:
-        tl = run_tunelab(url, args.trials)
-    with fresh_pg_database("optuna") as url:
-        op = run_optuna(url, args.trials)
-    tl_rate, op_rate = args.trials / tl, args.trials / op
-    lines += [
-        f"{'system':<28}{'trials':>8}{'seconds':>10}{'trials/s':>11}",
-        f"{'tunelab (Ray + recorder)':<28}{args.trials:>8}{tl:>10.2f}{tl_rate:>11.1f}",
-        f"{'optuna RDBStorage':<28}{args.trials:>8}{op:>10.2f}{op_rate:>11.1f}",
-        f"ratio tunelab/optuna: {tl_rate / op_rate:.1f}x (target >= 10x)",
-    ]
     print("\n".join(lines), flush=True)
-    if args.big:
-        import ray
+    for n in args.trials:
+        rates: dict[str, list[float]] = {"tunelab": [], "optuna": []}
+        for r in range(args.rounds):
+            order = ["tunelab", "optuna"] if r % 2 == 0 else ["optuna", "tunelab"]
+            for system in order:
+                with fresh_pg_database(system) as url:
+                    run = run_tunelab if system == "tunelab" else run_optuna
+                    rates[system].append(n / run(url, n))
+        paired = [t / o for t, o in zip(rates["tunelab"], rates["optuna"], strict=True)]
+        ratio = statistics.median(rates["tunelab"]) / statistics.median(rates["optuna"])
+        target = 5 if n <= 200 else 10
+        block = [
+            f"{n} trials:",
+            f"  tunelab (running Ray + recorder)  {spread(rates['tunelab'])}",
+            f"  optuna RDBStorage                 {spread(rates['optuna'])}",
+            f"  ratio of medians tunelab/optuna: {ratio:.1f}x (per round "
+            f"{min(paired):.1f}-{max(paired):.1f}x; target >= {target}x)",
+        ]
+        print("\n".join(block), flush=True)
+        lines += block
 
-        address = ray.get_runtime_context().gcs_address
+    warm_env = {**os.environ, "RAY_ADDRESS": address}
+    cold_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    warm = [submit_seconds(warm_env) for _ in range(3)]
+    cold = [submit_seconds(cold_env) for _ in range(2)]
+    block = [
+        "",
+        "`tunelab submit --wait` of a one-trial job, whole process (CLI start-up, database, "
+        "Ray, the trial, the summary), seconds:",
+        f"  warm (joins the running Ray)   {spread(warm)}  (target < 5 s)",
+        f"  cold (starts a local Ray)      {spread(cold)}",
+    ]
+    print("\n".join(block), flush=True)
+    lines += block
+    if args.big:
         with fresh_pg_database("big") as url:
-            env = {**os.environ, "RAY_ADDRESS": address}
             proc = subprocess.run(
                 [sys.executable, __file__, "--child-big", url, str(args.big)],
-                capture_output=True, text=True, env=env, check=False,
+                capture_output=True, text=True, env=warm_env, check=False,
             )  # fmt: skip
         big = [ln for ln in proc.stdout.splitlines() if ln.startswith("BIG ")]
         if not big:
             raise SystemExit(f"the {args.big}-trial run failed:\n{proc.stderr[-3000:]}")
         _, n, secs, peak = big[0].split()
-        extra = [
+        block = [
             "",
             f"{n}-trial job: {float(secs):.1f} s ({int(n) / float(secs):.0f} trials/s), "
             f"driver peak RSS {float(peak):.0f} MB (target < 1024 MB)",
         ]
-        print("\n".join(extra), flush=True)
-        lines += extra
+        print("\n".join(block), flush=True)
+        lines += block
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")
 
 

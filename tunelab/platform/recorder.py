@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, func, select, update
+from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
 
 from tunelab.platform.jobs import LostOwnership, insert_ignore
 from tunelab.platform.objectives import (
@@ -259,7 +259,8 @@ def _replace_running() -> Any:
             and_(
                 Trial.__table__.c.job_id == bindparam("_job"),
                 Trial.__table__.c.candidate == bindparam("_key"),
-                Trial.__table__.c.status.in_(REPLACEABLE),
+                # OR of equalities: an IN list would expand, which executemany refuses.
+                or_(*(Trial.__table__.c.status == str(s) for s in REPLACEABLE)),
             )
         )
         .values({c: bindparam(f"_{c}") for c in FINAL_COLUMNS})

@@ -43,11 +43,12 @@ def run(state: _LoopState) -> Verdict | None:
     """Measure the finalists again and record the verdict; None if there was nothing to
     decide (or the rounds could not run: the search's own result then stands)."""
     engine, job_id, spec = state.runner.engine, state.runner.job_id, state.spec
-    state.recorder.flush()
-    finalists = jobs.trials(engine, job_id, top=spec.measure.final_top_k)
+    retry = state.runner.outage.retry  # a database away: wait for it, as the driver does
+    state.recorder.drain()
+    finalists = retry(jobs.trials, engine, job_id, top=spec.measure.final_top_k)
     if not finalists:
         return None
-    bases = [t for t in jobs.baseline_trials(engine, job_id) if t.status == TrialStatus.ok]
+    bases = [t for t in retry(jobs.baseline_trials, engine, job_id) if t.status == TrialStatus.ok]
     items = {t.candidate: t for t in [*finalists, *bases]}
     try:
         built = _rebuild(state, list(items.values()))
@@ -108,8 +109,7 @@ def _rounds(
                     "measured_at": datetime.now(UTC),
                 })  # fmt: skip
             if rows:
-                with engine.begin() as conn:
-                    conn.execute(jobs.insert_ignore(engine, Remeasurement.__table__), rows)
+                state.runner.outage.retry(_insert, engine, rows)
             searched = {k: v for k, v in samples.items() if k not in baselines and v}
             if not searched:
                 return None
@@ -124,23 +124,33 @@ def _rounds(
     return verdict
 
 
+def _insert(engine: Any, rows: list[dict[str, Any]]) -> None:
+    with engine.begin() as conn:
+        conn.execute(jobs.insert_ignore(engine, Remeasurement.__table__), rows)
+
+
 def _record(state: _LoopState, items: dict[str, Trial], verdict: Verdict) -> None:
     """The verdict on the job: its winner becomes the job's best (pooled median)."""
     data = verdict.as_json()
     data["winner_trial_id"] = items[verdict.winner].id
     for c in data["finalists"]:
         c["trial_id"] = items[c["key"]].id
-    with state.runner.engine.begin() as conn:
-        conn.execute(
-            update(Job)
-            .where(Job.id == state.runner.job_id, Job.lease == state.runner.lease)
-            .values(
-                verdict=data,
-                best_trial_id=items[verdict.winner].id,
-                best_value=verdict.winner_median_s,
-                best_latency_s=verdict.winner_median_s,
-            )
+    stmt = (
+        update(Job)
+        .where(Job.id == state.runner.job_id, Job.lease == state.runner.lease)
+        .values(
+            verdict=data,
+            best_trial_id=items[verdict.winner].id,
+            best_value=verdict.winner_median_s,
+            best_latency_s=verdict.winner_median_s,
         )
+    )
+
+    def write() -> None:
+        with state.runner.engine.begin() as conn:
+            conn.execute(stmt)
+
+    state.runner.outage.retry(write)
     tied = len(verdict.tied)
     log.info("job %s: winner trial %s after %d final rounds%s", state.runner.job_id,
              items[verdict.winner].id, verdict.rounds,
