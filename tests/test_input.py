@@ -243,7 +243,7 @@ def test_an_interrupted_export_leaves_the_existing_file_and_no_partial_one(
     import time
 
     engine = get_engine(sqlite_url)
-    n = 20_000
+    n = 5_000
     job_id = jobs.create_job(engine, parse_spec({"name": "big", "kind": "testing-trivial",
                                                  "workload": {"n": n}}))  # fmt: skip
     recorder = Recorder(engine, job_id)
