@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tunelab.platform import jobs
+from tunelab.platform import api, jobs
 from tunelab.schema.db import get_engine
 
 SPEC = {
@@ -120,6 +120,7 @@ def http_server(status: int) -> Iterator[str]:
         server.server_close()
 
 
+@pytest.mark.slow  # each submission loads Ray's Jobs API client: seconds apiece
 def test_jobs_api_errors_exit_codes(tmp_path: Path) -> None:
     """--jobs-api: no answer is exit 3, an unusable address exit 2, anything else exit 1
     with the error's type; never a traceback."""
@@ -165,7 +166,8 @@ def test_background_resume_refuses_like_the_driver(sqlite_url: str) -> None:
     assert "use --force" in running.stderr
     jobs.cancel(engine, job_id)
     assert "nothing to run" in tunelab("resume", str(job_id), "--db", sqlite_url, check=4).stderr
-    assert not (Path(os.environ["TUNELAB_DATA_DIR"]) / "logs" / f"job-{job_id}.log").exists()
+    assert not api.driver_log_path(job_id, db=sqlite_url).exists()
+    assert list((Path(os.environ["TUNELAB_DATA_DIR"]) / "logs").rglob("*.log")) == []
 
 
 def test_empty_database(sqlite_url: str) -> None:
@@ -228,6 +230,9 @@ def test_background_submit_and_cancel(tmp_path: Path, sqlite_url: str, ray_clust
     spec = write_spec(tmp_path, many)
     proc = tunelab("submit", str(spec), "--db", sqlite_url, "--ray", ray_cluster, check=0)
     job_id = int(proc.stdout.strip())
+    log = api.driver_log_path(job_id, db=sqlite_url)
+    assert f"driver log: {log}" in said(proc)  # kept per database: job ids are per database
+    assert log.parent.parent == Path(os.environ["TUNELAB_DATA_DIR"]) / "logs"
     engine = get_engine(sqlite_url)
     deadline = time.monotonic() + 300
     while jobs.get_job(engine, job_id).n_done < 2:
@@ -240,5 +245,53 @@ def test_background_submit_and_cancel(tmp_path: Path, sqlite_url: str, ray_clust
     time.sleep(3)
     job = jobs.get_job(engine, job_id)
     assert job.status == "cancelled" and job.n_done == n < 200
-    log = Path(os.environ["TUNELAB_DATA_DIR"]) / "logs" / f"job-{job_id}.log"
     assert log.exists()
+    assert f"driver log: {log}" in tunelab("show", str(job_id), "--db", sqlite_url, check=0).stdout
+
+
+@pytest.mark.slow
+def test_a_job_with_no_correct_trial_is_no_success(
+    tmp_path: Path, sqlite_url: str, ray_cluster: str
+) -> None:
+    """It completes (every candidate was tried) but found nothing: `--wait` exits 1, why."""
+    faulty = {
+        "name": "faulty",
+        "kind": "testing-faulty",
+        "workload": {"faults": ["wrong", "error"]},
+    }
+    spec = write_spec(tmp_path, faulty)
+    why = "no trial produced a correct result: 1 run_error, 1 wrong_result"
+    proc = tunelab("submit", str(spec), "--wait", "--db", sqlite_url, "--ray", ray_cluster, check=1)
+    job_id = int(proc.stdout.split()[0])
+    assert f"job {job_id} completed, but {why}" in said(proc)
+    assert jobs.get_job(get_engine(sqlite_url), job_id).status == "completed"
+    pending = api.create(faulty, db=sqlite_url)  # recorded, not run: resume runs it
+    proc = tunelab("resume", str(pending), "--wait", "--db", sqlite_url, "--ray", ray_cluster,
+                   check=1)  # fmt: skip
+    assert f"job {pending} completed, but {why}" in said(proc)
+
+
+@pytest.mark.slow
+def test_a_resumed_job_s_progress_counts_what_was_recorded_before(
+    sqlite_url: str, ray_cluster: str
+) -> None:
+    """Six of ten trials recorded by an earlier run: the bar ends at 10/10, ok 10."""
+    from tunelab.platform.kinds import candidate_key
+    from tunelab.platform.recorder import Recorder
+    from tunelab.platform.spec import parse_spec
+    from tunelab.schema.models import JobStatus, TrialStatus
+
+    engine = get_engine(sqlite_url)
+    job_id = jobs.create_job(engine, parse_spec({"name": "half", "kind": "testing-trivial",
+                                                 "workload": {"n": 10}}))  # fmt: skip
+    recorder = Recorder(engine, job_id)
+    for i in range(6):
+        recorder.add(candidate=candidate_key({"i": i}), params={"i": i}, status=TrialStatus.ok,
+                     latencies_s=[0.5e-6])  # fmt: skip
+    recorder.flush()
+    jobs.finish(engine, job_id, JobStatus.interrupted)
+    proc = tunelab("resume", str(job_id), "--wait", "--db", sqlite_url, "--ray", ray_cluster,
+                   check=0)  # fmt: skip
+    bar = said(proc)
+    assert "10/10" in bar and "ok 10 " in bar and "best 0.5 µs" in bar, bar
+    assert len(api.trials(job_id, db=sqlite_url)) == 10

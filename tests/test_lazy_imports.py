@@ -7,6 +7,7 @@ Each check runs in a fresh interpreter, as the CLI does, and inspects `sys.modul
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -91,6 +92,42 @@ def test_cli_help_as_a_program_imports_no_tvm_torch_or_xgboost() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Usage" in proc.stdout
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
-    assert "tunelab.platform.api" in imported  # the listing is real, not empty
+    assert "tunelab.platform.cli.jobs" in imported  # the listing is real, not empty
     heavy = [m for m in imported if m.split(".")[0] in HEAVY]
     assert heavy == []
+    # Nor the database layer or the execution engine: --help is instant.
+    assert {m.split(".")[0] for m in imported} & {"sqlalchemy", "numpy", "ray"} == set()
+    assert "tunelab.platform.api" not in imported
+
+
+def _imported_by(tmp_path: Path, *argv: str) -> list[str]:
+    """The modules `python -m tunelab.platform.cli ARGV` imports (it must exit 0)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tunelab.platform.cli", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TUNELAB_DATA_DIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
+
+
+def test_cli_start_up_loads_only_what_the_command_needs(tmp_path: Path) -> None:
+    """Every command pays for the CLI's imports: `db url` loads no database layer, `jobs`
+    no execution engine, search, Ray, NumPy or Alembic (seconds in all)."""
+    from tunelab.schema.db import get_engine
+
+    imported = _imported_by(tmp_path, "db", "url")
+    assert "tunelab.platform.cli.db" in imported
+    assert {m.split(".")[0] for m in imported} & {"sqlalchemy", "numpy", "ray"} == set()
+    db = f"sqlite:///{tmp_path / 'trials.db'}"
+    get_engine(db)  # an existing database, at the current schema
+    imported = _imported_by(tmp_path, "jobs", "--db", db)
+    assert "sqlalchemy" in imported and "tunelab.platform.api" in imported  # it did query
+    too_much = {"numpy", "ray", "alembic", *HEAVY} & {m.split(".")[0] for m in imported}
+    assert too_much == set()
+    engine = [m for m in imported if m.startswith(("tunelab.platform.execution",
+                                                   "tunelab.platform.search"))]  # fmt: skip
+    assert engine == []

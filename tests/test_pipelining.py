@@ -112,6 +112,7 @@ def _spec(workload: dict, target: dict | None = None) -> object:
     ],
 )
 @pytest.mark.parametrize("stages", [(1, 1), (3, 1), (1, 4), (4, 2)])
+@pytest.mark.slow  # builds, runs and checks 16 real kernels
 def test_cpu_pipelines_are_correct_for_every_workload(workload: dict, stages: tuple) -> None:
     spec = _spec(workload)
     p = {**CPU_P, "stages": stages[0], "reg_stages": stages[1]}
@@ -151,6 +152,7 @@ def _build_cuda(workload: dict, arch: str, p: dict) -> tuple[object, dict, dict[
 
 
 @needs_nvcc
+@pytest.mark.slow  # nvcc compiles six real kernels
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("workload", CUDA_WORKLOADS)
 def test_cuda_two_level_pipeline_codegen_and_nvcc(workload: dict, arch: str) -> None:
@@ -165,6 +167,7 @@ def test_cuda_two_level_pipeline_codegen_and_nvcc(workload: dict, arch: str) -> 
 
 
 @needs_nvcc
+@pytest.mark.slow  # nvcc compiles two real kernels
 def test_cuda_unpipelined_has_no_async_copies_and_large_pipelines_use_dynamic_smem() -> None:
     spec = _spec({"M": 1024, "N": 1024, "K": 1024, "dtype": "float16"},
                  {"kind": "cuda", "arch": "sm_90"})  # fmt: skip
@@ -223,6 +226,7 @@ def test_outer_annotation_is_sized_to_the_body_with_the_inner_pipeline_expanded(
 
 
 @needs_nvcc
+@pytest.mark.slow  # nvcc compiles six real tensor-core kernels (the first takes a minute)
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("workload", CUDA_WORKLOADS)
 def test_tensor_core_pipelines_at_both_levels(workload: dict, arch: str) -> None:

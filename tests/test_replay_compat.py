@@ -17,6 +17,7 @@ EXPECTED = json.loads((REPO / "tests/data/replay_sequences.json").read_text())
 SWEEPS = sorted({name.split("|")[0] for name in EXPECTED})
 
 
+@pytest.mark.slow  # 10-40 s a sweep: every strategy and seed replayed in full
 @pytest.mark.parametrize("sweep_file", SWEEPS)
 def test_replay_sequences_unchanged(sweep_file: str) -> None:
     sweep = load_sweep(REPO / "bench/data" / sweep_file)

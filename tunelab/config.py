@@ -8,6 +8,7 @@ and a Ray instance started on this machine.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import platformdirs
@@ -17,10 +18,11 @@ ENV_DATA_DIR = "TUNELAB_DATA_DIR"
 ENV_RAY_ADDRESS = "RAY_ADDRESS"
 
 
-def data_dir() -> Path:
+def data_dir(*, create: bool = True) -> Path:
     """The directory holding the default database and driver logs (created on demand)."""
     path = Path(os.environ.get(ENV_DATA_DIR) or platformdirs.user_data_dir("tunelab"))
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -34,12 +36,25 @@ def resolve_db_url(url: str | None = None) -> str:
     return url or os.environ.get(ENV_DB_URL) or default_db_url()
 
 
+# scheme://user:password@ as SQLAlchemy's URL parser reads it (the password runs to the
+# first @ and may hold a /).
+_PASSWORD = re.compile(r"^([\w+]+://[^:/]*):[^@]*@")
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password shown as `***`, as `tunelab.schema.db.redact` does, for the
+    commands that print a URL without loading SQLAlchemy."""
+    return _PASSWORD.sub(r"\1:***@", url, count=1)
+
+
 def resolve_ray_address(address: str | None = None) -> str | None:
     """`address` if given, else `RAY_ADDRESS`; None means start a local Ray."""
     return address or os.environ.get(ENV_RAY_ADDRESS) or None
 
 
-def logs_dir() -> Path:
-    path = data_dir() / "logs"
-    path.mkdir(parents=True, exist_ok=True)
+def logs_dir(*, create: bool = True) -> Path:
+    """Where background drivers write their logs (one folder per database)."""
+    path = data_dir(create=create) / "logs"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path

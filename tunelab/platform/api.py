@@ -9,18 +9,22 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
 from tunelab.config import logs_dir, resolve_db_url
 from tunelab.platform import jobs
-from tunelab.platform.execution import Progress, run_job
 from tunelab.platform.records import JobRecord, TrialRecord
 from tunelab.platform.rows import column_union
-from tunelab.platform.spec import JobSpec, expand_suite, load_spec, load_specs, parse_spec
-from tunelab.schema.db import get_engine, normalise_url
+from tunelab.schema.db import get_engine, normalise_url, redact
 from tunelab.schema.models import JobStatus, Trial
+
+if TYPE_CHECKING:  # what runs jobs (Ray, NumPy) and validates specs is imported on use
+    from sqlalchemy import Engine
+
+    from tunelab.platform.execution import Progress
+    from tunelab.platform.spec import JobSpec
 
 TRIAL_COLUMNS = (
     "id", "candidate", "status", "value", "baseline", "latency_median_s", "latency_mean_s",
@@ -30,8 +34,19 @@ TRIAL_COLUMNS = (
 )  # fmt: skip
 
 
+def _engine(db: str | None) -> Engine:
+    """`get_engine(db)`: the database reachable and migrated to the head revision; one
+    already there is recognised without loading Alembic (most of a query's start-up)."""
+    from tunelab.schema.revision import at_head
+
+    engine = get_engine(db, migrate=False)
+    return engine if at_head(engine) else get_engine(db)
+
+
 def as_spec(spec: JobSpec | dict[str, Any] | str | Path) -> JobSpec:
     """A validated spec from a JobSpec, a dict, or a path to a YAML/JSON file."""
+    from tunelab.platform.spec import JobSpec, load_spec, parse_spec
+
     if isinstance(spec, JobSpec):
         return spec
     if isinstance(spec, dict):
@@ -41,6 +56,8 @@ def as_spec(spec: JobSpec | dict[str, Any] | str | Path) -> JobSpec:
 
 def as_specs(spec: JobSpec | dict[str, Any] | str | Path) -> list[JobSpec]:
     """Like `as_spec`, but a spec naming a `suite` gives one spec per workload."""
+    from tunelab.platform.spec import JobSpec, expand_suite, load_specs, parse_spec
+
     if isinstance(spec, JobSpec):
         return [spec]
     if isinstance(spec, dict):
@@ -50,7 +67,7 @@ def as_specs(spec: JobSpec | dict[str, Any] | str | Path) -> list[JobSpec]:
 
 def create(spec: JobSpec | dict[str, Any] | str | Path, *, db: str | None = None) -> int:
     """Validate and record a job without running it (`resume` runs it); returns its id."""
-    return jobs.create_job(get_engine(db), as_spec(spec))
+    return jobs.create_job(_engine(db), as_spec(spec))
 
 
 def submit(
@@ -66,8 +83,10 @@ def submit(
     Returns the job id. Raises SpecError for an invalid spec before anything is written,
     and DatabaseError when the database cannot be reached.
     """
+    from tunelab.platform.execution import run_job
+
     job_spec = as_spec(spec)
-    engine = get_engine(db)
+    engine = _engine(db)
     job_id = jobs.create_job(engine, job_spec)
     if wait:
         run_job(engine, job_id, ray_address=ray_address, on_progress=on_progress)
@@ -88,12 +107,14 @@ def resume(
 ) -> JobStatus:
     """Continue a job whose driver died, failed, was interrupted or cancelled: recorded
     trials are kept, the rest run; `retry_failed` also runs lost and timed-out ones again."""
-    engine = get_engine(db)
+    engine = _engine(db)
     if not wait:
         job = jobs.get_job(engine, job_id)  # refuse here, not in the background driver's log
         jobs.check_resumable(job, force=force, retry_failed=retry_failed)
         start_driver(job_id, db=db, ray_address=ray_address, force=force, retry_failed=retry_failed)
         return JobStatus(job.status)
+    from tunelab.platform.execution import run_job
+
     return run_job(
         engine, job_id, ray_address=ray_address, on_progress=on_progress, force=force,
         retry_failed=retry_failed,
@@ -117,7 +138,8 @@ def start_driver(
         cmd.append("--force")
     if retry_failed:
         cmd.append("--retry-failed")
-    log_path = logs_dir() / f"job-{job_id}.log"
+    log_path = driver_log_path(job_id, db=db)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -125,23 +147,48 @@ def start_driver(
         )  # fmt: skip
 
 
+def database_key(db: str | None = None) -> str:
+    """A short name for a database, unique to it, safe as a directory name: its backend
+    and name, then a hash of its URL (password hidden; a SQLite file by its full path).
+    Job ids are per database, so what is kept per job (driver logs) is kept under this."""
+    import hashlib
+    import re
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(normalise_url(resolve_db_url(db)))
+    name = url.database or ""
+    if url.get_backend_name() == "sqlite" and name and name != ":memory:":
+        path = Path(name).expanduser().resolve()
+        url, name = url.set(database=str(path)), path.stem
+    digest = hashlib.sha256(redact(url.render_as_string()).encode()).hexdigest()[:10]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{url.get_backend_name()}-{name}").strip("-")[:40]
+    return f"{slug}-{digest}"
+
+
+def driver_log_path(job_id: int, *, db: str | None = None) -> Path:
+    """Where a background driver of job `job_id` of database `db` writes its log:
+    `DATA_DIR/logs/DATABASE/job-ID.log` (DATABASE: `database_key`)."""
+    return logs_dir(create=False) / database_key(db) / f"job-{job_id}.log"
+
+
 def cancel(job_id: int, *, db: str | None = None) -> None:
-    jobs.cancel(get_engine(db), job_id)
+    jobs.cancel(_engine(db), job_id)
 
 
 def get_job(job_id: int, *, db: str | None = None) -> JobRecord:
     """Job `job_id` as recorded (JobNotFound if there is none)."""
-    return JobRecord.of(jobs.get_job(get_engine(db), job_id))
+    return JobRecord.of(jobs.get_job(_engine(db), job_id))
 
 
 def list_jobs(*, db: str | None = None, **filters: Any) -> list[JobRecord]:
     """Jobs, newest first; filters: kind, status, limit."""
-    return [JobRecord.of(j) for j in jobs.list_jobs(get_engine(db), **filters)]
+    return [JobRecord.of(j) for j in jobs.list_jobs(_engine(db), **filters)]
 
 
 def status_counts(job_id: int, *, db: str | None = None) -> dict[str, int]:
     """How many of a job's trials ended in each status (running ones included)."""
-    return jobs.status_counts(get_engine(db), job_id)
+    return jobs.status_counts(_engine(db), job_id)
 
 
 def trials(
@@ -149,14 +196,14 @@ def trials(
 ) -> list[TrialRecord]:
     """A job's trials in recording order; `top=N`: the N best correct searched ones by
     the job's primary objective."""
-    engine = get_engine(db)
+    engine = _engine(db)
     jobs.get_job(engine, job_id)
     return [TrialRecord.of(t) for t in jobs.trials(engine, job_id, top=top, status=status)]
 
 
 def baseline_trials(job_id: int, *, db: str | None = None) -> list[TrialRecord]:
     """A job's baseline trials (references measured beside the search)."""
-    return [TrialRecord.of(t) for t in jobs.baseline_trials(get_engine(db), job_id)]
+    return [TrialRecord.of(t) for t in jobs.baseline_trials(_engine(db), job_id)]
 
 
 def _trial_key(engine: Any, job_id: int, trial_id: int | None) -> str:
@@ -185,7 +232,7 @@ def steps(
     order: dicts of step, metrics and recorded_at, streamed from the database."""
     from tunelab.platform import steps as steps_mod
 
-    engine = get_engine(db)
+    engine = _engine(db)
     jobs.get_job(engine, job_id)
     key = _trial_key(engine, job_id, trial)
     yield from steps_mod.read_steps(engine, job_id, key, start=start, stop=stop, limit=limit)
@@ -199,7 +246,7 @@ def curve(
     last step, min, max and mean of `metric` (`tunelab.platform.steps.CurvePoint`)."""
     from tunelab.platform import steps as steps_mod
 
-    engine = get_engine(db)
+    engine = _engine(db)
     jobs.get_job(engine, job_id)
     key = _trial_key(engine, job_id, trial)
     return steps_mod.curve(engine, job_id, metric, key, buckets=buckets)
@@ -210,7 +257,7 @@ def artifacts(job_id: int | None = None, *, db: str | None = None) -> list[Any]:
     `tunelab.platform.artifacts.ArtifactInfo` records."""
     from tunelab.platform import artifacts as artifacts_mod
 
-    engine = get_engine(db)
+    engine = _engine(db)
     if job_id is not None:
         jobs.get_job(engine, job_id)
     return artifacts_mod.list_artifacts(engine, job_id)
@@ -223,7 +270,7 @@ def get_artifact(
     existing file is kept unless `overwrite`. Returns the artifact's record."""
     from tunelab.platform import artifacts as artifacts_mod
 
-    return artifacts_mod.write_artifact(get_engine(db), ref, Path(path), overwrite=overwrite)
+    return artifacts_mod.write_artifact(_engine(db), ref, Path(path), overwrite=overwrite)
 
 
 def prune_artifacts(
@@ -234,7 +281,7 @@ def prune_artifacts(
     (pinned ones stay) and the blobs nothing names any more; returns what went."""
     from tunelab.platform import artifacts as artifacts_mod
 
-    engine = get_engine(db)
+    engine = _engine(db)
     if job_id is not None:
         jobs.get_job(engine, job_id)
     return artifacts_mod.prune(engine, job_id, keep_last=keep_last, dry_run=dry_run)
@@ -244,15 +291,20 @@ def pin_artifact(ref: str, pinned: bool = True, *, db: str | None = None) -> Any
     """Keep artifact `ref` through every prune (or let it go again)."""
     from tunelab.platform import artifacts as artifacts_mod
 
-    return artifacts_mod.pin(get_engine(db), ref, pinned)
+    return artifacts_mod.pin(_engine(db), ref, pinned)
 
 
 def trial_row(
-    t: Trial | TrialRecord, param_names: Sequence[str] = (), objective_names: Sequence[str] = ()
+    t: Trial | TrialRecord,
+    param_names: Sequence[str] = (),
+    objective_names: Sequence[str] = (),
+    *,
+    nested: bool = False,
 ) -> dict[str, Any]:
     """A trial as a flat dict: its columns, `param_*` per parameter and `objective_*` per
     named objective (every one of the names given, None where this trial has none), its
-    earlier attempts' errors and `extra` as JSON."""
+    earlier attempts' errors and `extra`: as JSON text for flat formats (CSV, Parquet),
+    as lists and dicts with `nested` (JSON, JSON lines)."""
     row = {c: getattr(t, c) for c in TRIAL_COLUMNS}
     for prefix, names, values in (
         ("param", param_names, t.params), ("objective", objective_names, t.objectives or {})
@@ -261,19 +313,30 @@ def trial_row(
             row[f"{prefix}_{name}"] = None
         for name, value in values.items():
             row[f"{prefix}_{name}"] = value
-    row["attempt_errors"] = json.dumps(t.attempt_errors) if t.attempt_errors else None
-    row["extra"] = json.dumps(t.extra, sort_keys=True)
+    if nested:
+        row["attempt_errors"] = list(t.attempt_errors) if t.attempt_errors else None
+        row["extra"] = t.extra
+    else:
+        row["attempt_errors"] = json.dumps(t.attempt_errors) if t.attempt_errors else None
+        row["extra"] = json.dumps(t.extra, sort_keys=True)
     for c in ("started_at", "finished_at"):
         row[c] = row[c].isoformat() if row[c] is not None else None
     return row
 
 
-def iter_trial_rows(job_id: int, *, db: str | None = None, chunk: int = 2000) -> Iterator[dict]:
-    """Every trial of a job as flat rows, streamed from the database in chunks."""
+def iter_trial_rows(
+    job_id: int, *, db: str | None = None, chunk: int = 2000, nested: bool = False
+) -> Iterator[dict]:
+    """Every trial of a job as flat rows (`trial_row`), streamed from the database in
+    chunks. Raises JobNotFound at once, before the first row is asked for."""
+    engine = _engine(db)
+    jobs.get_job(engine, job_id)
+    return _trial_rows(engine, job_id, chunk, nested)
+
+
+def _trial_rows(engine: Any, job_id: int, chunk: int, nested: bool) -> Iterator[dict]:
     from sqlalchemy.orm import Session
 
-    engine = get_engine(db)
-    jobs.get_job(engine, job_id)
     # Trials of one job may have different parameters (a library baseline has its own):
     # every row gets every parameter column, so CSV headers and Parquet schemas hold.
     with engine.connect() as conn:
@@ -285,7 +348,39 @@ def iter_trial_rows(job_id: int, *, db: str | None = None, chunk: int = 2000) ->
     with Session(engine) as s:
         stmt = select(Trial).where(Trial.job_id == job_id).order_by(Trial.id)
         for t in s.scalars(stmt.execution_options(yield_per=chunk)):
-            yield trial_row(t, *names)
+            yield trial_row(t, *names, nested=nested)
+
+
+def check_output_path(path: str | Path) -> Path:
+    """`path` as a file to write: not a directory, in a directory that exists (raises
+    IsADirectoryError, FileNotFoundError or NotADirectoryError with a message saying so)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory: give a file name")
+    parent = path.parent
+    if not parent.exists():
+        raise FileNotFoundError(f"{path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{path}: {parent} is not a directory")
+    return path
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path` that replaces it when the block ends without error;
+    on any error or interruption it is removed and `path` is left as it was."""
+    import os
+    import secrets
+    import shutil
+
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        if path.exists():
+            shutil.copymode(path, tmp)  # a replaced file keeps its permissions
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export(
@@ -295,13 +390,21 @@ def export(
     *,
     db: str | None = None,
 ) -> int:
-    """Write every trial of a job to `path`; returns the number of rows written."""
-    path = Path(path)
-    rows = iter_trial_rows(job_id, db=db)
+    """Write every trial of a job to `path`; returns the number of rows written.
+
+    The job is looked up first (JobNotFound) and the rows go to a temporary file beside
+    `path` that replaces it only once complete: a failed or interrupted export leaves an
+    existing file as it was and no partial file."""
+    path = check_output_path(path)
+    rows = iter_trial_rows(job_id, db=db, nested=fmt == "jsonl")
+    with _replacing(path) as tmp:
+        n = _write_parquet(rows, tmp) if fmt == "parquet" else _write_text(rows, tmp, fmt)
+    return n
+
+
+def _write_text(rows: Iterator[dict[str, Any]], path: Path, fmt: str) -> int:
     n = 0
-    if fmt == "parquet":
-        return _write_parquet(rows, path)
-    with path.open("w", newline="") as f:
+    with path.open("x", newline="") as f:
         writer: csv.DictWriter[str] | None = None
         for row in rows:
             n += 1

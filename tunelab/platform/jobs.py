@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 import socket
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, case, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 
-from tunelab.platform.kinds import get_kind, workload_hash
 from tunelab.platform.objectives import best_first, rankable
-from tunelab.platform.spec import JobSpec
 from tunelab.schema.db import session_scope
 from tunelab.schema.models import (
     Environment,
@@ -24,6 +21,9 @@ from tunelab.schema.models import (
     Workload,
     trial_baseline,
 )
+
+if TYPE_CHECKING:  # kinds and specs are loaded by what creates jobs, not what reads them
+    from tunelab.platform.spec import JobSpec
 
 # A running job whose driver has not written for this long is taken to have lost it.
 STALE_AFTER = timedelta(seconds=30)
@@ -43,11 +43,15 @@ class LostOwnership(JobStateError):
 
 def insert_ignore(engine: Engine, table: Any) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING for the engine's dialect."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
 
 
 def _workload_id(engine: Engine, spec: JobSpec) -> int:
+    from tunelab.platform.kinds import get_kind, workload_hash
+
     kind = get_kind(spec.kind)
     digest = workload_hash(spec.kind, spec.workload)
     row = {
@@ -64,6 +68,8 @@ def _workload_id(engine: Engine, spec: JobSpec) -> int:
 
 def create_job(engine: Engine, spec: JobSpec) -> int:
     """Record a validated spec as a pending job; returns its id."""
+    from tunelab.platform.kinds import get_kind
+
     workload_id = _workload_id(engine, spec)
     with session_scope(engine) as s:
         kind = get_kind(spec.kind)

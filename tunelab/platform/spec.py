@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +37,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SearchSpec(BaseModel):
+def _is_number(annotation: Any) -> bool:
+    """Whether a field's annotation is int or float, possibly Annotated or optional."""
+    if annotation in (int, float):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_number(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_number(a) for a in typing.get_args(annotation))
+    return False
+
+
+class _NoBoolNumbers(BaseModel):
+    """Refuses `true`/`false` where a number is expected: pydantic would take them as 1/0
+    (`budget: true` is a mistake, not a budget of one)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _is_number(field.annotation):
+            raise ValueError(f"Input should be a number, not a boolean ({str(value).lower()})")
+        return value
+
+
+class SearchSpec(_NoBoolNumbers):
     """How candidates are chosen: strategy, how many in all, how many per batch.
 
     `strategy` names a built-in (exhaustive, random, model), an installed strategy or
@@ -81,7 +108,7 @@ class SearchSpec(BaseModel):
         return model.model_validate((self.model_extra or {}).get(strategy, {}))
 
 
-class MeasureSpec(_Strict):
+class MeasureSpec(_Strict, _NoBoolNumbers):
     """How each candidate is evaluated and when a build or an evaluation is given up.
 
     Kinds that time their candidates read `warmup`/`repeats`; a kind adds settings of its
@@ -253,17 +280,68 @@ def expand_suite(data: Any, source: str = "spec") -> list[Any]:
     return [{**rest, "workload": w, "name": f"{base}/{kind.describe(w)}"} for w in suites[name]]
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping that names one key twice (YAML and JSON parsers keep the last silently)."""
+
+    def __init__(self, key: Any, line: int | None = None, first: int | None = None) -> None:
+        where = f" at line {line} (first at line {first})" if line is not None else ""
+        super().__init__(f"duplicate key {key!r}{where}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base class says so
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
+
+
 def read_spec_data(path: str | Path) -> Any:
-    """The parsed (not validated) contents of a spec file."""
+    """The parsed (not validated) contents of a spec file: UTF-8 JSON or YAML, no key
+    given twice in one mapping."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
-    text = path.read_text()
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save the spec as UTF-8"
+        ) from None
+    fmt = "json" if path.suffix == ".json" else "yaml"
+    try:
+        if fmt == "json":
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise SpecError(f"{path}: {exc}") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
-    return data
+        raise SpecError(f"{path}: not valid {fmt}: {exc}") from None
 
 
 def load_spec(path: str | Path) -> JobSpec:

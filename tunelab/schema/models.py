@@ -7,7 +7,6 @@ migrations were written from, and a test checks that the two agree.
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +29,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# Defined without SQLAlchemy (the CLI offers them as choices); importable from here too.
+from tunelab.schema.statuses import TERMINAL_JOB_STATUSES, Direction, JobStatus, TrialStatus  # noqa: F401
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -45,44 +47,6 @@ NAMING = {
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class JobStatus(enum.StrEnum):
-    """Lifecycle of a job. `interrupted` and `failed` jobs can be resumed."""
-
-    pending = "pending"
-    running = "running"
-    completed = "completed"
-    failed = "failed"
-    cancelled = "cancelled"
-    interrupted = "interrupted"
-
-
-TERMINAL_JOB_STATUSES = {JobStatus.completed, JobStatus.failed, JobStatus.cancelled}
-
-
-class Direction(enum.StrEnum):
-    """Which way an objective improves."""
-
-    minimize = "minimize"
-    maximize = "maximize"
-
-
-class TrialStatus(enum.StrEnum):
-    """Outcome of one evaluated candidate. Only `ok` trials can be a job's best.
-
-    `running` is the one non-final status: a long evaluation under way, with a heartbeat;
-    its row is replaced by the final result when the evaluation ends."""
-
-    running = "running"
-    ok = "ok"
-    built = "built"  # compiled, not measured (build-only jobs, e.g. CUDA with no GPU)
-    build_error = "build_error"
-    run_error = "run_error"
-    timeout = "timeout"
-    wrong_result = "wrong_result"
-    invalid = "invalid"  # rejected before building (resource limits, constraints)
-    worker_lost = "worker_lost"  # the worker process died on every attempt
 
 
 class Base(DeclarativeBase):

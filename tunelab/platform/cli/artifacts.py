@@ -8,9 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tunelab.platform import api
 from tunelab.platform.cli.common import DbOpt, Exit, Format, emit, fail, guard, out
-from tunelab.units import fmt_age
 
 
 class _JobFirst(TyperGroup):
@@ -53,6 +51,8 @@ def _record(a: Any) -> dict[str, Any]:
 def _table(rows: list[Any], title: str) -> None:
     from rich.table import Table
 
+    from tunelab.units import fmt_age
+
     table = Table(title=title, title_justify="left")
     for col in ("id", "job", "name", "step", "size", "hash", "pinned", "age"):
         table.add_column(col, no_wrap=col != "name")
@@ -71,6 +71,8 @@ def list_artifacts(
     db: DbOpt = None,
 ) -> None:
     """List artifacts, newest last."""
+    from tunelab.platform import api
+
     rows = guard(lambda: api.artifacts(job, db=db))
     if fmt != Format.table:
         emit([_record(a) for a in rows], fmt)
@@ -92,6 +94,7 @@ def get(
 ) -> None:
     """Write an artifact to a file, checking its hash; an existing file is never touched
     unless --overwrite."""
+    from tunelab.platform import api
     from tunelab.platform.artifacts import get_artifact
     from tunelab.schema.db import get_engine
 
@@ -110,6 +113,8 @@ def get(
 @app.command()
 def pin(ref: RefArg, db: DbOpt = None) -> None:
     """Keep an artifact through every prune."""
+    from tunelab.platform import api
+
     info = guard(lambda: api.pin_artifact(ref, True, db=db))
     out.print(f"pinned {info.ref}")
 
@@ -117,6 +122,8 @@ def pin(ref: RefArg, db: DbOpt = None) -> None:
 @app.command()
 def unpin(ref: RefArg, db: DbOpt = None) -> None:
     """Let a pinned artifact be pruned again."""
+    from tunelab.platform import api
+
     info = guard(lambda: api.pin_artifact(ref, False, db=db))
     out.print(f"unpinned {info.ref}")
 
@@ -130,6 +137,8 @@ def prune(
 ) -> None:
     """Delete old checkpoints (all but the newest --keep of each job and evaluation;
     pinned ones stay) and the stored content nothing names any more."""
+    from tunelab.platform import api
+
     gone = guard(lambda: api.prune_artifacts(job, keep_last=keep, dry_run=dry_run, db=db))
     verb = "would delete" if dry_run else "deleted"
     freed = sum(a.size for a in gone)

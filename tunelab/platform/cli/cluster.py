@@ -6,10 +6,8 @@ import shlex
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tunelab.platform.cli.common import Exit, err, fail, out
-from tunelab.schema.db import DatabaseError, redact
 
 app = typer.Typer(
     help="A cluster on this machine without Docker (see docker-compose.yml for the real one).",
@@ -36,6 +34,7 @@ def cluster_up(
     with no work scheduled on it, and worker nodes. `tunelab cluster env` prints the
     variables that point tunelab at it; `tunelab cluster down` stops all of it."""
     from tunelab.platform import cluster
+    from tunelab.schema.db import DatabaseError
 
     def start() -> Any:
         with err.status("starting PostgreSQL, the Ray head and workers..."):
@@ -62,6 +61,10 @@ def cluster_up(
 
 
 def _print_cluster(info: dict[str, Any] | None) -> None:
+    from rich.table import Table
+
+    from tunelab.schema.db import redact
+
     if info is None:
         out.print("no cluster is up (from this data directory)")
         return

@@ -1,26 +1,28 @@
 """What every command shares: exit codes, consoles, common options, error handling and
-the output formats."""
+the output formats.
+
+Kept light: `tunelab --help` and `tunelab db url` import this and typer only. The API,
+SQLAlchemy, the execution engine and rich's tables are imported by the commands that
+use them.
+"""
 
 from __future__ import annotations
 
 import enum
 import json
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from tunelab.platform.execution import JobError
-from tunelab.platform.jobs import JobNotFound, JobStateError
-from tunelab.platform.rows import write_csv
-from tunelab.platform.search.replay import ReplayError
-from tunelab.platform.spec import SpecError
-from tunelab.schema.db import DatabaseError
-from tunelab.schema.models import JobStatus, Trial
-from tunelab.units import fmt_seconds, fmt_value
+from tunelab.schema.statuses import JobStatus
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from tunelab.platform.records import TrialRecord
 
 
 class Exit(enum.IntEnum):
@@ -69,23 +71,42 @@ def fail(code: Exit, message: str) -> NoReturn:
     raise typer.Exit(int(code))
 
 
+# The errors users can act on, most specific first: (module, class, exit code, message
+# prefix). Matched through `sys.modules`, so that handling them imports nothing: an
+# exception of a class whose module was never imported cannot have been raised.
+ERRORS: tuple[tuple[str, str, Exit, str], ...] = (
+    ("tunelab.platform.spec", "SpecError", Exit.BAD_INPUT, ""),
+    ("tunelab.schema.db", "DatabaseError", Exit.DB_UNREACHABLE, ""),
+    ("tunelab.platform.jobs", "JobNotFound", Exit.NOT_FOUND, ""),
+    ("tunelab.platform.jobs", "JobStateError", Exit.NOT_FOUND, ""),
+    ("builtins", "LookupError", Exit.NOT_FOUND, ""),  # e.g. no such artifact
+    ("tunelab.platform.execution", "JobError", Exit.JOB_FAILED, "the job failed: "),
+    ("tunelab.platform.search.replay", "ReplayError", Exit.BAD_INPUT, ""),
+)
+
+
+def classify(exc: BaseException) -> tuple[Exit, str] | None:
+    """The exit code and message for an error users can act on; None for any other."""
+    for module_name, class_name, code, prefix in ERRORS:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if cls is not None and isinstance(exc, cls):
+            return code, f"{prefix}{exc}"
+    return None
+
+
 def guard(fn: Callable[[], Any]) -> Any:
     """Run `fn`, turning the errors users can act on into a message and an exit code."""
     try:
         return fn()
-    except SpecError as exc:
-        fail(Exit.BAD_INPUT, str(exc))
-    except DatabaseError as exc:
-        fail(Exit.DB_UNREACHABLE, str(exc))
-    except (JobNotFound, JobStateError, LookupError) as exc:  # LookupError: no such artifact
-        fail(Exit.NOT_FOUND, str(exc))
-    except JobError as exc:
-        fail(Exit.JOB_FAILED, f"the job failed: {exc}")
-    except ReplayError as exc:
-        fail(Exit.BAD_INPUT, str(exc))
     except KeyboardInterrupt:
         err.print("interrupted: the job is marked interrupted; `tunelab resume` continues it")
         raise typer.Exit(int(Exit.INTERRUPTED)) from None
+    except Exception as exc:
+        known = classify(exc)
+        if known is None:
+            raise
+        fail(*known)
 
 
 def exit_for(status: JobStatus | str) -> NoReturn:
@@ -98,30 +119,60 @@ def exit_for(status: JobStatus | str) -> NoReturn:
     raise typer.Exit(int(code))
 
 
-def trials_table(title: str, trials: list[Trial], objective: str = "latency_s") -> Table:
+def fmt_params(params: dict[str, Any]) -> str:
+    """Parameters as `k=v` pairs, compact enough for a narrow column."""
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def trials_table(title: str, trials: Sequence[TrialRecord], objective: str = "latency_s") -> Table:
     """Trials with their statistics and parameters, as a table: latency statistics for
-    timed trials, else the job's objective."""
-    table = Table(title=title, title_justify="left")
+    timed trials, else the job's objective.
+
+    Fits an 80-column terminal: the statistics never wrap, the parameters take the width
+    that is left, and the less useful columns (node, min, stdev) are dropped first when
+    the terminal is narrow."""
+    from rich.table import Table
+
+    from tunelab.units import fmt_seconds, fmt_value
+
+    width = out.width
     timed = objective == "latency_s"
-    for col in ("trial", "status", *(("median", "min", "stdev") if timed else (objective,))):
-        table.add_column(col, no_wrap=True)
-    table.add_column("params", ratio=1)
-    table.add_column("node", overflow="ellipsis", max_width=24)
+    stats = ("median", "min", "stdev") if timed else (objective,)
+    if timed and width < 100:
+        stats = ("median",)
+    show_node = width >= 120
+    table = Table(title=title, title_justify="left", pad_edge=False, box=None, header_style="bold")
+    table.add_column("trial", no_wrap=True, justify="right")
+    table.add_column("status", no_wrap=True)
+    for col in stats:
+        table.add_column(col, no_wrap=True, justify="right")
+    table.add_column("params", ratio=1, overflow="fold")
+    if show_node:
+        table.add_column("node", overflow="ellipsis", max_width=24, no_wrap=True)
     for t in trials:
-        params = ", ".join(f"{k}={v}" for k, v in t.params.items())
-        values = (
-            (fmt_seconds(t.latency_median_s), fmt_seconds(t.latency_min_s),
-             fmt_seconds(t.latency_stdev_s))
-            if timed else (fmt_value(t.value, objective),)
-        )  # fmt: skip
-        table.add_row(str(t.id), t.status, *values, params, t.worker_node or "-")
+        values = {
+            "median": fmt_seconds(t.latency_median_s), "min": fmt_seconds(t.latency_min_s),
+            "stdev": fmt_seconds(t.latency_stdev_s), objective: fmt_value(t.value, objective),
+        }  # fmt: skip
+        row = [str(t.id), t.status, *(values[c] for c in stats), fmt_params(t.params)]
+        if show_node:
+            row.append(t.worker_node or "-")
+        table.add_row(*row)
     return table
 
 
+def _flat(value: Any) -> Any:
+    """A CSV cell: lists and dicts as JSON text, anything else as it is."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+
+
 def emit(records: list[dict[str, Any]], fmt: Format) -> None:
-    """Write rows to stdout as JSON or CSV."""
+    """Write rows to stdout as JSON (nested values stay nested) or CSV (nested values as
+    JSON text)."""
+    from tunelab.platform.rows import write_csv
+
     if fmt == Format.json:
         sys.stdout.write(json.dumps(records, indent=2, default=str) + "\n")
         return
     if records:
-        write_csv(sys.stdout, records)
+        write_csv(sys.stdout, [{k: _flat(v) for k, v in r.items()} for r in records])

@@ -10,7 +10,6 @@ import typer
 
 from tunelab.config import resolve_db_url
 from tunelab.platform.cli.common import EXIT_HELP, DbOpt, err, guard
-from tunelab.schema.db import redact
 
 app = typer.Typer()
 
@@ -32,6 +31,7 @@ def dashboard(
 
     from tunelab.config import ENV_DB_URL
     from tunelab.dashboard.db import open_readonly
+    from tunelab.schema.db import redact
 
     url = resolve_db_url(db)
     guard(lambda: open_readonly(url))

@@ -7,22 +7,10 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from tunelab.config import resolve_db_url
-from tunelab.platform import api
 from tunelab.platform.cli.common import (
     EXIT_HELP,
     DbOpt,
@@ -38,18 +26,44 @@ from tunelab.platform.cli.common import (
     out,
     trials_table,
 )
-from tunelab.platform.execution import Progress as JobProgress
-from tunelab.platform.records import JobRecord
-from tunelab.platform.spec import SpecError
-from tunelab.schema.db import redact
-from tunelab.schema.models import JobStatus
-from tunelab.units import fmt_age, fmt_value
+from tunelab.schema.statuses import JobStatus, TrialStatus
+
+if TYPE_CHECKING:
+    from tunelab.platform.execution import Progress as JobProgress
+    from tunelab.platform.records import JobRecord
 
 app = typer.Typer()
 
 
-def _run_with_progress(start: Callable[[Callable[[JobProgress], None]], Any]) -> Any:
-    """Call `start(on_progress)` under a progress bar on stderr."""
+def _run_with_progress(
+    job_id: int, db: str | None, start: Callable[[Callable[[JobProgress], None]], Any]
+) -> Any:
+    """Call `start(on_progress)` under a progress bar on stderr. The bar starts from what
+    the job has already recorded (a resumed job's earlier trials count)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from tunelab.platform import api
+    from tunelab.units import fmt_value
+
+    job = api.get_job(job_id, db=db)
+    counts = api.status_counts(job_id, db=db)
+    counts.pop(TrialStatus.running, None)  # evaluated again by this run
+    # The driver's Progress counts every recorded trial, earlier runs' too.
+    ok_before = counts.get(TrialStatus.ok, 0)
+    top = api.trials(job_id, db=db, top=1)
+    best_before = top[0].value if top else None
+
+    def summary(ok: int, best: float | None) -> str:
+        return f"ok {ok}  best {fmt_value(best, job.objective)}"
+
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]trials"),
@@ -61,16 +75,24 @@ def _run_with_progress(start: Callable[[Callable[[JobProgress], None]], Any]) ->
         console=err,
         transient=False,
     ) as bar:
-        task = bar.add_task("trials", total=None, summary="starting Ray...")
+        done = sum(counts.values())
+        task = bar.add_task(
+            "trials", total=job.n_planned or None, completed=done,
+            summary=summary(ok_before, best_before) if done else "starting Ray...",
+        )  # fmt: skip
 
         def update(p: JobProgress) -> None:
-            summary = f"ok {p.ok}  best {fmt_value(p.best, p.objective)}"
-            bar.update(task, completed=p.done, total=p.total, summary=summary)
+            bar.update(task, completed=p.done, total=p.total, summary=summary(p.ok, p.best))
 
         return start(update)
 
 
 def _summary(job_id: int, db: str | None, top: int = 5) -> None:
+    from tunelab.config import resolve_db_url
+    from tunelab.platform import api
+    from tunelab.schema.db import redact
+    from tunelab.units import fmt_value
+
     job = api.get_job(job_id, db=db)
     _show_job(job, db)
     best = api.trials(job_id, db=db, top=top)
@@ -91,6 +113,45 @@ def _summary(job_id: int, db: str | None, top: int = 5) -> None:
             )  # fmt: skip
         out.print(line)
     out.print(f"database: {redact(resolve_db_url(db))}")
+
+
+def no_success(job_id: int, db: str | None) -> str | None:
+    """Why a completed job is no success, or None: not one of its searched trials (library
+    baselines aside) produced a correct result (or, for a build-only job, built)."""
+    from tunelab.platform import api
+
+    counts = api.status_counts(job_id, db=db)
+    for t in api.baseline_trials(job_id, db=db):
+        counts[t.status] -= 1
+    if counts.get(TrialStatus.ok, 0) > 0 or counts.get(TrialStatus.built, 0) > 0:
+        return None
+    failures = sorted(((n, s) for s, n in counts.items() if n > 0), key=lambda x: (-x[0], x[1]))
+    listed = ", ".join(f"{n} {s}" for n, s in failures) or "no trial was recorded"
+    return f"no trial produced a correct result: {listed}"
+
+
+def _exit_after_run(job_id: int, db: str | None) -> None:
+    """Exit with how a job this command ran ended: a completed job none of whose trials
+    came out correct is a failure (exit 1), said why."""
+    from tunelab.platform import api
+
+    status = api.get_job(job_id, db=db).status
+    if status == JobStatus.completed and (why := no_success(job_id, db)):
+        fail(Exit.JOB_FAILED, f"job {job_id} completed, but {why}")
+    exit_for(status)
+
+
+def _started(job_id: int, db: str | None, what: str) -> None:
+    """Say that a background driver took job `job_id`, and where its log is."""
+    from tunelab.platform import api
+
+    log = api.driver_log_path(job_id, db=db)
+    err.print(
+        f"job {job_id} {what} in the background; follow it with `tunelab show {job_id}`; "
+        f"driver log: {log}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command(epilog=EXIT_HELP)
@@ -123,6 +184,8 @@ def submit(
     another, and prints each id. An invalid spec is refused (exit 2) before anything is
     written.
     """
+    from tunelab.platform import api
+
     job_specs = guard(lambda: api.as_specs(spec))
     if len(job_specs) > 1:
         for one in job_specs:
@@ -134,6 +197,8 @@ def submit(
 
 def _submit_one(job_spec: Any, wait: bool, db: str | None, ray: str | None,
                 jobs_api: str | None) -> None:  # fmt: skip
+    from tunelab.platform import api
+
     if jobs_api:
         if db or ray:
             fail(Exit.BAD_INPUT, "--jobs-api runs the job in the cluster: drop --db and --ray")
@@ -142,22 +207,27 @@ def _submit_one(job_spec: Any, wait: bool, db: str | None, ray: str | None,
     if not wait:
         job_id = guard(lambda: api.submit(job_spec, wait=False, db=db, ray_address=ray))
         out.print(job_id)
-        err.print(f"job {job_id} started in the background; follow it with `tunelab show {job_id}`")
+        _started(job_id, db, "started")
         return
     job_id = guard(lambda: api.create(job_spec, db=db))
     out.print(job_id)
     guard(
         lambda: _run_with_progress(
-            lambda cb: api.resume(job_id, db=db, ray_address=ray, on_progress=cb)
+            job_id, db, lambda cb: api.resume(job_id, db=db, ray_address=ray, on_progress=cb)
         )
     )
     _summary(job_id, db)
     status = api.get_job(job_id, db=db).status
-    if status != JobStatus.completed:
+    if status == JobStatus.completed and (why := no_success(job_id, db)):
+        fail(Exit.JOB_FAILED, f"job {job_id} completed, but {why}")
+    if status != JobStatus.completed:  # a suite's next job runs after a completed one
         exit_for(status)
 
 
 def _submit_to_cluster(job_spec: Any, url: str, wait: bool) -> None:
+    from tunelab.platform import api
+    from tunelab.platform.spec import SpecError
+
     try:
         sid, state = api.submit_to_cluster(
             job_spec, url, wait=wait, echo=lambda text: err.out(text, end="", highlight=False)
@@ -185,6 +255,7 @@ def run_spec(ray: RayOpt = None) -> None:
     """Record and run the spec in TUNELAB_SPEC_JSON (what --jobs-api runs in the cluster)."""
     import os
 
+    from tunelab.platform import api
     from tunelab.platform.spec import parse_spec
 
     raw = os.environ.get("TUNELAB_SPEC_JSON")
@@ -195,7 +266,7 @@ def run_spec(ray: RayOpt = None) -> None:
     out.print(f"tunelab job {job_id}")
     guard(lambda: api.resume(job_id, ray_address=ray))
     _summary(job_id, None)
-    exit_for(api.get_job(job_id).status)
+    _exit_after_run(job_id, None)
 
 
 @app.command(epilog=EXIT_HELP)
@@ -219,25 +290,24 @@ def resume(
 
     Recorded trials are kept; unfinished candidates run again; none is recorded twice.
     """
+    from tunelab.platform import api
+
     if not wait:
         guard(lambda: api.resume(job, wait=False, db=db, ray_address=ray, force=force,
                                  retry_failed=retry_failed))  # fmt: skip
-        err.print(f"job {job} resumed in the background; follow it with `tunelab show {job}`")
+        _started(job, db, "resumed")
         return
     guard(
         lambda: _run_with_progress(
+            job,
+            db,
             lambda cb: api.resume(
-                job,
-                db=db,
-                ray_address=ray,
-                force=force,
-                retry_failed=retry_failed,
-                on_progress=cb,
-            )
+                job, db=db, ray_address=ray, force=force, retry_failed=retry_failed, on_progress=cb
+            ),
         )
     )
     _summary(job, db)
-    exit_for(api.get_job(job, db=db).status)
+    _exit_after_run(job, db)
 
 
 @app.command("run-driver", hidden=True)
@@ -246,6 +316,8 @@ def run_driver(
     retry_failed: bool = False,
 ) -> None:  # fmt: skip
     """Run a job's driver in this process (what background submissions start)."""
+    from tunelab.platform import api
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     status = guard(lambda: api.resume(job, db=db, ray_address=ray, force=force,
                                       retry_failed=retry_failed))  # fmt: skip
@@ -255,6 +327,8 @@ def run_driver(
 @app.command()
 def cancel(job: JobArg, db: DbOpt = None) -> None:
     """Cancel a job; a running driver stops within about a second. Recorded trials stay."""
+    from tunelab.platform import api
+
     guard(lambda: api.cancel(job, db=db))
     out.print(f"job {job} cancelled")
 
@@ -262,12 +336,14 @@ def cancel(job: JobArg, db: DbOpt = None) -> None:
 @app.command("jobs")
 def list_jobs(
     kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
-    status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
     fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
     db: DbOpt = None,
 ) -> None:
     """List jobs, newest first, with progress and best result."""
+    from tunelab.platform import api
+
     rows = guard(lambda: api.list_jobs(db=db, kind=kind, status=status, limit=limit))
     records = [
         {
@@ -282,20 +358,50 @@ def list_jobs(
     if fmt != Format.table:
         emit(records, fmt)
         return
-    table = Table()
-    for col in ("id", "name", "kind", "target", "status", "progress", "best", "age"):
-        table.add_column(col)
-    for j in rows:
-        table.add_row(
-            str(j.id), j.name, j.kind, j.target, j.display_status,
-            f"{j.n_done}/{j.n_planned} ({j.n_failed} failed)", _best(j),
-            fmt_age(j.created_at),
-        )  # fmt: skip
-    out.print(table if rows else "no jobs yet: `tunelab submit SPEC` starts one")
+    if not rows:
+        out.print("no jobs yet: `tunelab submit SPEC` starts one")
+        return
+    out.print(_jobs_table(rows))
+
+
+def _jobs_table(rows: list[JobRecord]) -> Any:
+    """Jobs as a table that fits the terminal: names and statuses are never cut or
+    wrapped; the other columns go, least useful first, until the table fits."""
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    from tunelab.units import fmt_age
+
+    unbounded = out.options.update_width(10_000)  # the width the table wants, not gets
+    columns: dict[str, list[str]] = {
+        "id": [str(j.id) for j in rows],
+        "name": [j.name for j in rows],
+        "kind": [j.kind for j in rows],
+        "target": [j.target for j in rows],
+        "status": [j.display_status for j in rows],
+        "progress": [f"{j.n_done}/{j.n_planned}" for j in rows],
+        "failed": [str(j.n_failed) for j in rows],
+        "best": [_best(j) for j in rows],
+        "age": [fmt_age(j.created_at) for j in rows],
+    }
+    shown = list(columns)
+    for drop in ("target", "kind", "age", "failed", "best", "progress", None):
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for col in shown:
+            right = col in ("id", "failed")
+            table.add_column(col, no_wrap=True, justify="right" if right else "left")
+        for i in range(len(rows)):
+            table.add_row(*(columns[col][i] for col in shown))
+        if drop is None or Measurement.get(out, unbounded, table).maximum <= out.width:
+            return table
+        shown.remove(drop)
+    raise AssertionError("unreachable")
 
 
 def _best(j: JobRecord) -> str:
     """The job's best value, named unless it is a latency."""
+    from tunelab.units import fmt_value
+
     value = fmt_value(j.best_value, j.objective)
     if j.objective == "latency_s" or j.best_value is None:
         return value
@@ -303,6 +409,9 @@ def _best(j: JobRecord) -> str:
 
 
 def _show_job(j: JobRecord, db: str | None) -> None:
+    from tunelab.platform import api
+    from tunelab.units import fmt_age
+
     counts = api.status_counts(j.id, db=db)
     lines = [
         f"[bold]job {j.id}[/] {j.name}  ({', '.join(x for x in (j.kind, j.target) if x)})",
@@ -312,14 +421,19 @@ def _show_job(j: JobRecord, db: str | None) -> None:
         f"best: {_best(j)}" + (f" (trial {j.best_trial_id})" if j.best_trial_id else ""),
         f"created {fmt_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
     ]
+    log = api.driver_log_path(j.id, db=db)
+    if log.exists():
+        lines.append(f"driver log: {log}")
     if j.error:
         lines.append(f"[red]error: {j.error}[/]")
-    out.print("\n".join(lines), highlight=False)
+    out.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 @app.command()
 def show(job: JobArg, db: DbOpt = None) -> None:
     """A job's status, progress, counts by trial status, and its best trials."""
+    from tunelab.platform import api
+
     j = guard(lambda: api.get_job(job, db=db))
     _show_job(j, db)
     best = api.trials(job, db=db, top=5)

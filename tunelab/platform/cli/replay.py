@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from tunelab.platform.cli.common import EXIT_HELP, DbOpt, guard, out
-from tunelab.schema.db import get_engine
-from tunelab.units import fmt_seconds
 
 app = typer.Typer(
     help="Compare search strategies offline against a recorded exhaustive sweep.",
@@ -38,6 +36,8 @@ def replay_run(
     """
     from tunelab.platform.search.replay import load_sweep, record_replay, replay
     from tunelab.platform.spec import SearchSpec
+    from tunelab.schema.db import get_engine
+    from tunelab.units import fmt_seconds
 
     def go() -> None:
         engine = get_engine(db) if (record or source.isdigit()) else None
@@ -69,6 +69,7 @@ def replay_save(
 ) -> None:
     """Write a recorded job as a sweep file that `replay run` (and the benches) read."""
     from tunelab.platform.search.replay import save_sweep
+    from tunelab.schema.db import get_engine
 
     n = guard(lambda: save_sweep(get_engine(db), job_id, path))
     out.print(f"{n} trials written to {path}")

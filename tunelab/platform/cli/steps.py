@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from tunelab.platform import api
 from tunelab.platform.cli.common import DbOpt, Format, JobArg, emit, guard, out
 
 app = typer.Typer()
@@ -43,6 +42,8 @@ def list_steps(
     With --metric, the curve of one metric in --buckets points (first and last step,
     min, max and mean per bucket, computed in the database), drawn as a sparkline.
     """
+    from tunelab.platform import api
+
     if metric is not None:
         points = guard(lambda: api.curve(job, metric, trial=trial, buckets=buckets, db=db))
         records = [

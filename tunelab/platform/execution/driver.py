@@ -165,6 +165,12 @@ class JobRunner:
                 except ValueError as exc:  # known only once the workers are: say so, build nothing
                     raise JobError(str(exc)) from None
             state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
+            # Progress counts what earlier runs recorded too.
+            state.ok = sum(value is not None for _, value, _ in recorded)
+            direction = kind.primary().direction
+            for _, value, params in recorded:
+                if "baseline" not in params and better(value, state.best, direction):
+                    state.best = value
             again = {k for k, _, _ in retry}
             state.baselines = [(k, p) for k, p, _ in retry]
             state.baselines += [(k, p) for k, p in baselines if k not in done | again]
