@@ -104,3 +104,12 @@ def test_final_rounds_decide_the_winner(db_url: str, ray_cluster: str) -> None:
     assert {r.trial_id for r in rows} == {trials[i].id for i in (0, 1, 3)} | {trials[-1].id}
     assert 2 <= max(r.round for r in rows) <= 4
     assert job.n_done == 5  # re-measurements are charged to no budget
+    # `show` says it: the winner tied with the other, the baseline beaten beyond the noise.
+    from typer.testing import CliRunner
+
+    from tunelab.platform.cli import app
+
+    text = CliRunner().invoke(app, ["show", str(job_id), "--db", db_url]).output
+    assert f"tied with 1 (trial {other}: within 1%" in text, text
+    assert "baseline library:" in text and "the best found is 1.1" in text
+    assert "95% CI 1." in text and "(final rounds, interleaved)" in text

@@ -31,6 +31,7 @@ class JobRecord:
     best_value: float | None
     best_latency_s: float | None
     best_trial_id: int | None
+    verdict: dict[str, Any] | None  # the final rounds' winner, ties and baseline ratios
     error: str | None
     driver_host: str | None
     driver_pid: int | None

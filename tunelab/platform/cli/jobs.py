@@ -91,7 +91,6 @@ def _summary(job_id: int, db: str | None, top: int = 5) -> None:
     from tunelab.config import resolve_db_url
     from tunelab.platform import api
     from tunelab.schema.db import redact
-    from tunelab.units import fmt_value
 
     job = api.get_job(job_id, db=db)
     _show_job(job, db)
@@ -100,19 +99,39 @@ def _summary(job_id: int, db: str | None, top: int = 5) -> None:
         out.print(trials_table(f"Best {len(best)} trials", best, job.objective))
     else:
         out.print("[yellow]no trial produced a correct result[/]")
-    for t in api.baseline_trials(job_id, db=db):
+    _baselines(job, best, db)
+    out.print(f"database: {redact(resolve_db_url(db))}")
+
+
+def _baselines(job: JobRecord, best: list[Any], db: str | None) -> None:
+    """Each baseline against the job's best: from the final rounds' verdict (interleaved,
+    with a confidence interval) when there is one, else from the search's medians."""
+    from tunelab.platform import api
+    from tunelab.units import fmt_value
+
+    judged = {b["key"]: b for b in (job.verdict or {}).get("baselines", [])}
+    for t in api.baseline_trials(job.id, db=db):
         if t.status != "ok" or not t.value:
+            continue
+        if t.baseline in judged:
+            b = judged[t.baseline]
+            lo, hi = b["ci"]
+            said = {
+                "win": f"the best found is {b['ratio']:.2f}x faster",
+                "loss": f"the best found is slower ({b['ratio']:.2f}x its speed)",
+                "undecided": f"no faster beyond the noise ({b['ratio']:.2f}x)",
+            }[b["outcome"]]
+            out.print(
+                f"baseline {t.baseline}: {fmt_value(b['median_s'], job.objective)} — {said}, "
+                f"95% CI {lo:.2f}-{hi:.2f} (final rounds, interleaved)"
+            )
             continue
         line = f"baseline {t.baseline}: {fmt_value(t.value, job.objective)}"
         if best and best[0].value:
             minimise = job.direction == "minimize"
             ratio = t.value / best[0].value if minimise else best[0].value / t.value
-            line += (
-                f" (best found is {ratio:.2f}x its speed)" if job.objective == "latency_s"
-                else f" (best found is {ratio:.2f}x better)"
-            )  # fmt: skip
+            line += f" (best found: {ratio:.2f}x, one search measurement each, no interval)"
         out.print(line)
-    out.print(f"database: {redact(resolve_db_url(db))}")
 
 
 def no_success(job_id: int, db: str | None) -> str | None:
@@ -408,6 +427,21 @@ def _best(j: JobRecord) -> str:
     return f"{j.objective} {value} ({j.direction[:3]})"
 
 
+def _tie_note(j: JobRecord) -> str:
+    """What the final rounds said of the best: the winner alone, or tied with others."""
+    if not j.verdict:
+        return ""
+    tied = [c["trial_id"] for c in j.verdict["finalists"] if c["outcome"] == "tied"]
+    rounds = j.verdict["rounds"]
+    if not tied:
+        return f", the winner of {rounds} final rounds"
+    return (
+        f", tied with {len(tied)} (trial{'s' if len(tied) > 1 else ''} "
+        f"{', '.join(map(str, tied))}: within 1%, CI of the ratio contains 1) after "
+        f"{rounds} final rounds"
+    )
+
+
 def _show_job(j: JobRecord, db: str | None) -> None:
     from tunelab.platform import api
     from tunelab.units import fmt_age
@@ -418,7 +452,9 @@ def _show_job(j: JobRecord, db: str | None) -> None:
         f"workload: {j.workload}",
         f"status: {j.display_status}   trials {j.n_done}/{j.n_planned}",
         "by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
-        f"best: {_best(j)}" + (f" (trial {j.best_trial_id})" if j.best_trial_id else ""),
+        f"best: {_best(j)}"
+        + (f" (trial {j.best_trial_id})" if j.best_trial_id else "")
+        + _tie_note(j),
         f"created {fmt_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
     ]
     log = api.driver_log_path(j.id, db=db)
@@ -439,3 +475,4 @@ def show(job: JobArg, db: DbOpt = None) -> None:
     best = api.trials(job, db=db, top=5)
     if best:
         out.print(trials_table("Best trials", best, j.objective))
+    _baselines(j, best, db)
