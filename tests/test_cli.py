@@ -21,6 +21,7 @@ import yaml
 
 from tunelab.platform import api, jobs
 from tunelab.schema.db import get_engine
+from tunelab.schema.models import JobStatus
 
 SPEC = {
     "name": "cli",
@@ -164,7 +165,7 @@ def test_background_resume_refuses_like_the_driver(sqlite_url: str) -> None:
     jobs.claim(engine, job_id)  # running, with a fresh heartbeat
     running = tunelab("resume", str(job_id), "--db", sqlite_url, check=4)
     assert "use --force" in running.stderr
-    jobs.cancel(engine, job_id)
+    jobs.finish(engine, job_id, JobStatus.completed)  # (a cancelled job can be resumed)
     assert "nothing to run" in tunelab("resume", str(job_id), "--db", sqlite_url, check=4).stderr
     assert not api.driver_log_path(job_id, db=sqlite_url).exists()
     assert list((Path(os.environ["TUNELAB_DATA_DIR"]) / "logs").rglob("*.log")) == []

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,8 +59,16 @@ def openers() -> Iterator[tuple[Any, Any]]:
     releases them together. A barrier of four parties holds each task in its process, so
     the four tasks of a round run in four processes at once."""
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ctx.Pool(OPENERS) as pool:
-        yield pool, manager.Barrier(OPENERS)
+    # Spawned children re-run __main__ from its path; earlier tests (Streamlit's AppTest)
+    # may have left a page script there: start them from an empty __main__ instead.
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        with ctx.Manager() as manager, ctx.Pool(OPENERS) as pool:
+            sys.modules["__main__"] = main
+            yield pool, manager.Barrier(OPENERS)
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _race(openers: tuple[Any, Any], url: str) -> None:
