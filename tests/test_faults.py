@@ -47,10 +47,12 @@ def test_every_failure_is_recorded_and_only_a_correct_kernel_wins(
     # (A chunk may also have been split for another member's timeout: that is noted too,
     # but it is no death.)
     once = by_variant["crash_once"]
-    # Its own worker's deaths; a chunk split when a chunk-mate died is noted, but no death.
-    deaths = [note for note in once.attempt_errors if note.startswith("measure worker died")]
-    assert len(deaths) == 1, once.attempt_errors
-    assert once.attempts == (2 if "(attempt 1)" in deaths[0] else 1)
+    # Its own death alone (charged), or its chunk's (split, uncharged); when a chunk-mate
+    # killed the chunk first, the split is noted and then its own death.
+    own = [n for n in once.attempt_errors if n.startswith("measure worker died")]
+    splits = [n for n in once.attempt_errors if "lost (worker died" in n]
+    assert len(own) <= 1 and (own or splits), once.attempt_errors
+    assert once.attempts == (2 if own else 1)
     # Charged exactly max_attempts times, however it was first chunked.
     assert by_variant["crash_always"].attempts == 2
     assert "measure worker died (attempt 2)" in by_variant["crash_always"].error
