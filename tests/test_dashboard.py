@@ -145,7 +145,7 @@ def test_queries_compute_the_numbers(db_url: str) -> None:
     alpha, beta = ids["alpha"], ids["beta"]
 
     curves = queries.best_so_far(engine, [alpha, beta, ids["broken"]])
-    assert [(p.n, round(p.best_s / MS, 3)) for p in curves[alpha]] == [
+    assert [(p.n, round(p.best / MS, 3)) for p in curves[alpha]] == [
         (2, 3.0), (3, 2.0), (6, 1.0), (8, 1.0)
     ]  # fmt: skip
     assert curves[ids["broken"]] == []

@@ -91,7 +91,7 @@ def test_v1_database_migrates_with_nothing_lost(db_url: str) -> None:
     assert sum(t.baseline == "numpy" for t in new_trials.values()) == 1
     assert sum(t.model is not None for t in new_trials.values()) >= 40
     interrupted = next(j for j in new_jobs.values() if j.status == "interrupted")
-    done = jobs.recorded_results(engine, interrupted.id)
+    done = {k: v for k, v, _ in jobs.recorded(engine, interrupted.id)}
     assert len(done) == 5 and all(len(k) == 64 for k in done)
     best = jobs.trials(engine, interrupted.id, top=5)
     assert [t.params for t in best] == [{"stages": 2, "tile_m": 32}]  # never the baseline

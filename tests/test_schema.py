@@ -107,7 +107,7 @@ def test_recording_is_idempotent_and_counts(db_url: str) -> None:
     assert top[0].n_repeats == 3
     assert jobs.status_counts(engine, job_id) == {"ok": 2, "build_error": 1, "wrong_result": 1}
     # What a resumed driver skips and learns from: only `ok` trials carry a latency.
-    assert jobs.recorded_results(engine, job_id) == pytest.approx(
+    assert {k: v for k, v, _ in jobs.recorded(engine, job_id)} == pytest.approx(
         {"a": 2e-3, "b": 1e-3, "c": None, "d": None}
     )
 

@@ -223,21 +223,16 @@ def list_jobs(
         return list(s.scalars(stmt))
 
 
-def recorded_results(engine: Engine, job_id: int) -> dict[str, float | None]:
-    """Candidates of a job that have a final trial, with their primary objective value
-    (None unless the trial is `ok`): what a resumed driver skips and its strategy learns
-    from. `running` trials are not done: a resumed driver evaluates them again."""
-    return {key: value for key, value, _ in recorded(engine, job_id)}
-
-
 RETRYABLE = (TrialStatus.worker_lost, TrialStatus.timeout)
 
 
 def recorded(
     engine: Engine, job_id: int, *, retry_failed: bool = False
 ) -> list[tuple[str, float | None, dict[str, Any]]]:
-    """(candidate, value or None, params) of every final trial of a job, in order (with
-    `retry_failed`, lost and timed-out trials are left out: they run again)."""
+    """(candidate, value or None, params) of every final trial of a job, in order: what a
+    resumed driver skips and its strategy learns from (the value only of `ok` trials).
+    `running` trials are not done: they run again; so do lost and timed-out ones with
+    `retry_failed`."""
     ok = case((Trial.status == TrialStatus.ok, Trial.value), else_=None)
     skip = [TrialStatus.running, *(RETRYABLE if retry_failed else ())]
     stmt = (

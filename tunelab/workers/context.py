@@ -119,8 +119,10 @@ class WorkerContext(EvalContext):
 
     def report(self, step: int, metrics: dict[str, Any]) -> None:
         with self._lock:
-            self._writer().add(step, metrics, trial_key=self.trial_key)
-        if self._thread is None and self._writer().pending() >= 10_000:
+            writer = self._writer()
+            writer.add(step, metrics, trial_key=self.trial_key)
+            full = self._thread is None and writer.pending() >= 10_000
+        if full:  # no heartbeat thread writes them: write a full buffer here
             self._flush_steps()
 
     def should_stop(self) -> bool:

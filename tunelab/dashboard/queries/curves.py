@@ -21,11 +21,6 @@ class CurvePoint:
     best: float
     maximize: bool = False
 
-    @property
-    def best_s(self) -> float:
-        """The best value as seconds (timing kinds' latency)."""
-        return self.best
-
 
 def best_so_far(engine: Engine, job_ids: Sequence[int]) -> dict[int, list[CurvePoint]]:
     """Best-so-far value against trial number, per job: only the trials that set a new

@@ -452,7 +452,8 @@ class _LoopState:
                 try:
                     outcomes: list[Outcome] = self.ray.get(ref)
                 except Exception as exc:
-                    if b.node is not None and type(exc).__name__ == "TaskUnschedulableError":
+                    unschedulable = isinstance(exc, self.ray.exceptions.TaskUnschedulableError)
+                    if b.node is not None and unschedulable:
                         # Its node left the cluster: build elsewhere, charging nothing.
                         self.gone_nodes.add(b.node)
                         for item in reversed(chunk):
