@@ -91,6 +91,9 @@ class Recorder:
         self.job_id = job_id
         self.objective = objective
         self.lease = lease
+        # Set once the final rounds' verdict named the job's best (execution/finals.py);
+        # a claim with --retry-failed clears an earlier verdict.
+        self.decided = False
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.outage = outage
@@ -241,7 +244,7 @@ class Recorder:
                 )
             if rows:
                 conn.execute(insert_ignore(self.engine, Trial.__table__), rows)
-            refresh_job(conn, self.job_id, self.objective, lease=self.lease)
+            refresh_job(conn, self.job_id, self.objective, lease=self.lease, keep_best=self.decided)
         # Committed: only now is the buffer let go.
         self._env_ids = env_ids
         self._pending_envs.clear()
@@ -268,24 +271,31 @@ def _replace_running() -> Any:
 
 
 def refresh_job(
-    conn: Any, job_id: int, objective: Objective = LATENCY_OBJECTIVE, *, lease: int | None = None
+    conn: Any,
+    job_id: int,
+    objective: Objective = LATENCY_OBJECTIVE,
+    *,
+    lease: int | None = None,
+    keep_best: bool = False,
 ) -> None:
-    """Set a job's counts, best trial and heartbeat from its recorded trials. With `lease`,
-    only while the job is still held under it: else LostOwnership (and the caller's
-    transaction, with whatever it wrote, is rolled back)."""
+    """Set a job's counts, best trial and heartbeat from its recorded trials (its best
+    too, unless `keep_best`: a final-round verdict named it). With `lease`, only while the
+    job is still held under it: else LostOwnership (and the caller's transaction, with
+    whatever it wrote, is rolled back)."""
     counts = dict(
         conn.execute(
             select(Trial.status, func.count()).where(Trial.job_id == job_id).group_by(Trial.status)
         ).all()
     )
     counts.pop(TrialStatus.running, None)
-    decided = conn.execute(select(Job.verdict).where(Job.id == job_id)).scalar() is not None
-    best = conn.execute(
-        select(Trial.id, Trial.value, Trial.latency_median_s)
-        .where(Trial.job_id == job_id, rankable())
-        .order_by(*best_first(objective.direction))
-        .limit(1)
-    ).first()
+    best = None
+    if not keep_best:
+        best = conn.execute(
+            select(Trial.id, Trial.value, Trial.latency_median_s)
+            .where(Trial.job_id == job_id, rankable())
+            .order_by(*best_first(objective.direction))
+            .limit(1)
+        ).first()
     n_done = sum(counts.values())
     # Built but not measured (build-only jobs) is neither ok nor failed.
     n_ok, n_built = counts.get(TrialStatus.ok, 0), counts.get(TrialStatus.built, 0)
@@ -296,7 +306,7 @@ def refresh_job(
         "n_done": n_done, "n_ok": n_ok, "n_failed": n_done - n_ok - n_built,
         "heartbeat_at": datetime.now(UTC),
     }  # fmt: skip
-    if not decided:  # a final-round verdict names the best itself (execution/finals.py)
+    if not keep_best:
         values |= {
             "best_trial_id": best[0] if best else None,
             "best_value": best[1] if best else None,

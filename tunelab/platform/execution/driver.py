@@ -105,6 +105,7 @@ class JobRunner:
     ) -> JobStatus:
         job = jobs.claim(self.engine, self.job_id, force=force, retry_failed=retry_failed)
         self.lease = job.lease
+        self.decided = job.verdict is not None  # an earlier run's final rounds named the best
         spec = parse_spec(job.spec, f"job {self.job_id}")
         finish = functools.partial(jobs.finish, self.engine, self.job_id, lease=self.lease)
         try:
@@ -149,6 +150,7 @@ class JobRunner:
             self.engine, self.job_id, objective=kind.primary(), lease=self.lease,
             replace={key for key, _, _ in retry}, outage=self.outage,
         )  # fmt: skip
+        recorder.decided = self.decided
         recorder.flush()  # counts and heartbeat as of now
         if len(done) >= total:
             return JobStatus.completed
@@ -358,13 +360,7 @@ class _LoopState:
     def _dispatch_measures(self) -> None:
         assert self.pool is not None
         self.pool.poll_starting()
-        if self.exclusive:  # a worker measures only once no build runs on its node
-            building = {b.node for b in self.builds.values()}
-            ready = [w for w in self.pool.idle if EvalPool.node_of(w) not in building]
-            others = [w for w in self.pool.idle if EvalPool.node_of(w) in building]
-            self.pool.idle.clear()
-            self.pool.idle.extend(ready)
-        while self.to_measure and self.pool.idle:
+        while self.to_measure and (worker := self._free_worker()) is not None:
             if self.to_measure[0].solo:
                 chunk = [self.to_measure.popleft()]
             else:
@@ -375,7 +371,6 @@ class _LoopState:
                     and len(chunk) < self.measure_chunk.size
                 ):
                     chunk.append(self.to_measure.popleft())
-            worker = self.pool.idle.popleft()
             if not self.has_build:
                 for item in chunk:
                     item.attempts = max(item.attempts, 1)
@@ -394,8 +389,17 @@ class _LoopState:
                 self.kind_ref, self.spec_ref, self.job_ref, items
             )
             self.measures[ref] = _Evaluation(chunk, worker, time.monotonic())
-        if self.exclusive:
-            self.pool.idle.extend(others)
+
+    def _free_worker(self) -> Worker | None:
+        """An idle worker, taken from the pool; with whole-node measurement, only one whose
+        node runs no build."""
+        assert self.pool is not None
+        building = {b.node for b in self.builds.values()} if self.exclusive else set()
+        for worker in self.pool.idle:
+            if EvalPool.node_of(worker) not in building:
+                self.pool.idle.remove(worker)
+                return worker
+        return None
 
     # -- results -----------------------------------------------------------------------
 

@@ -151,6 +151,7 @@ def _record(state: _LoopState, items: dict[str, Trial], verdict: Verdict) -> Non
             conn.execute(stmt)
 
     state.runner.outage.retry(write)
+    state.recorder.decided = True  # later flushes leave the verdict's best alone
     tied = len(verdict.tied)
     log.info("job %s: winner trial %s after %d final rounds%s", state.runner.job_id,
              items[verdict.winner].id, verdict.rounds,

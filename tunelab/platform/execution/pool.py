@@ -72,11 +72,6 @@ def _threads(n: int) -> dict[str, Any]:
     return {"threads": n, "runtime_env": {"env_vars": thread_env(n)}}
 
 
-@dataclass(frozen=True)
-class _Affinity:
-    node_id: str
-
-
 @dataclass
 class Worker:
     """An evaluation worker (a Ray actor) and the options it was placed with."""
@@ -172,12 +167,7 @@ class EvalPool:
 
     def _node_dead(self, options: dict[str, Any]) -> bool:
         node = self._node(options)
-        if node is None:
-            return False
-        if time.monotonic() - self._alive_at > self.NODE_CHECK_S:
-            self._alive = {n["NodeID"] for n in self.ray.nodes() if n["Alive"]}
-            self._alive_at = time.monotonic()
-        return node not in self._alive
+        return node is not None and not self.node_alive(node)
 
     def _start(self, options: dict[str, Any]) -> None:
         opts = {k: v for k, v in options.items() if k != "threads"}
@@ -186,7 +176,10 @@ class EvalPool:
 
     def node_alive(self, node: str) -> bool:
         """Whether `node` is still part of the cluster (checked at most every second)."""
-        return not self._node_dead({"scheduling_strategy": _Affinity(node)})
+        if time.monotonic() - self._alive_at > self.NODE_CHECK_S:
+            self._alive = {n["NodeID"] for n in self.ray.nodes() if n["Alive"]}
+            self._alive_at = time.monotonic()
+        return node in self._alive
 
     def _drop(self, worker: Worker) -> None:
         self.node_cpus.pop(self._node(worker.options) or "", None)
