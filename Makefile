@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# A GPU node (Python 3.12, CUDA) gets the CUDA build from PyPI with the same pin.
+TORCH ?= torch==2.13.0
 
 .PHONY: install demo test test-quick lint bench bench-dashboard dashboard screenshots chromium clean
 
@@ -12,6 +14,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else "tunelab needs Python 3.11 or 3.12 (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip uv
+	@# torch first, with pip, at the pin: on these machines pip takes the CPU build that lies on
+	@# disk; uv (or an unpinned resolver) would download a CUDA build of several GB. Once it is
+	@# installed, the project's range is satisfied and nothing more is fetched.
+	$(PY) -m pip install -q '$(TORCH)'
 	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]' || $(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
