@@ -219,6 +219,21 @@ def _trial_key(engine: Any, job_id: int, trial_id: int | None) -> str:
     return key
 
 
+def _series_key(engine: Any, job_id: int, trial: int | None, series: str | None) -> str:
+    if series is not None and trial is not None:
+        raise ValueError("give a trial or a series, not both")
+    if series is not None:
+        from tunelab.platform import steps as steps_mod
+
+        known = [k for k in steps_mod.trial_keys_with_steps(engine, job_id) if ":" in k]
+        if series not in known:
+            raise jobs.JobNotFound(
+                f"job {job_id} has no series {series!r} (its series: {', '.join(known) or 'none'})"
+            )
+        return series
+    return _trial_key(engine, job_id, trial)
+
+
 def steps(
     job_id: int,
     *,
@@ -226,21 +241,23 @@ def steps(
     start: int | None = None,
     stop: int | None = None,
     limit: int | None = None,
+    series: str | None = None,
     db: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Intermediate results of a job (or of its trial `trial`, by trial id), in step
-    order: dicts of step, metrics and recorded_at, streamed from the database."""
+    """Intermediate results of a job (or of its trial `trial`, by trial id, or of a
+    named `series` of the job, e.g. `eval:bert`), in step order: dicts of step, metrics
+    and recorded_at, streamed from the database."""
     from tunelab.platform import steps as steps_mod
 
     engine = _engine(db)
     jobs.get_job(engine, job_id)
-    key = _trial_key(engine, job_id, trial)
+    key = _series_key(engine, job_id, trial, series)
     yield from steps_mod.read_steps(engine, job_id, key, start=start, stop=stop, limit=limit)
 
 
 def curve(
     job_id: int, metric: str, *, trial: int | None = None, buckets: int = 1000,
-    db: str | None = None,
+    series: str | None = None, db: str | None = None,
 ) -> list[Any]:  # fmt: skip
     """A learning curve down-sampled in the database: per bucket of steps, the first and
     last step, min, max and mean of `metric` (`tunelab.platform.steps.CurvePoint`)."""
@@ -248,7 +265,7 @@ def curve(
 
     engine = _engine(db)
     jobs.get_job(engine, job_id)
-    key = _trial_key(engine, job_id, trial)
+    key = _series_key(engine, job_id, trial, series)
     return steps_mod.curve(engine, job_id, metric, key, buckets=buckets)
 
 

@@ -103,11 +103,14 @@ class Built:
 class Measurement:
     """What an evaluation reports: the seconds of each timed repeat (timing kinds), named
     objective values (`latency_s`, the median repeat, is added when repeats are given),
-    and anything the kind wants recorded on the trial (`info`, the trial's `extra`)."""
+    anything the kind wants recorded on the trial (`info`, the trial's `extra`), and
+    `payload`: data for the kind's own search strategy (an RL episode's trajectory),
+    handed to its `tell_result` with the result and never recorded."""
 
     latencies_s: list[float] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     objectives: dict[str, float] = field(default_factory=dict)
+    payload: Any = None
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class Outcome:
     objectives: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] | None = None
+    payload: Any = None  # for the strategy only (Measurement.payload): never recorded
 
 
 @dataclass(frozen=True)
@@ -166,4 +167,5 @@ class MeasureWorker:
             objectives=dict(result.objectives),
             info=result.info,
             environment=self.environment,
+            payload=result.payload,
         )

@@ -28,6 +28,10 @@ def list_steps(
     trial: Annotated[
         int | None, typer.Option(help="A trial's steps (its id), not the job's own.")
     ] = None,
+    series: Annotated[
+        str | None,
+        typer.Option(help="A named series of the job, e.g. an RL evaluation's (eval:MODEL)."),
+    ] = None,
     metric: Annotated[
         str | None,
         typer.Option(help="Show this metric's curve, down-sampled in the database."),
@@ -45,7 +49,9 @@ def list_steps(
     from tunelab.platform import api
 
     if metric is not None:
-        points = guard(lambda: api.curve(job, metric, trial=trial, buckets=buckets, db=db))
+        points = guard(
+            lambda: api.curve(job, metric, trial=trial, series=series, buckets=buckets, db=db)
+        )
         records = [
             {"first_step": p.first_step, "last_step": p.last_step, "min": p.min,
              "max": p.max, "mean": p.mean, "count": p.count}
@@ -64,7 +70,7 @@ def list_steps(
         out.print(sparkline(means))
         return
     rows: list[dict[str, Any]] = guard(
-        lambda: list(api.steps(job, trial=trial, limit=limit, db=db))
+        lambda: list(api.steps(job, trial=trial, series=series, limit=limit, db=db))
     )
     flat = [
         {"step": r["step"], **r["metrics"], "recorded_at": r["recorded_at"].isoformat()}

@@ -63,7 +63,7 @@ class Progress:
 
 
 class DriverContext:
-    """What the driver offers a strategy: job-level steps and checkpoints."""
+    """What the driver offers a strategy: job-level steps, checkpoints and artifacts."""
 
     def __init__(self, engine: Engine, job_id: int, keep_checkpoints: int) -> None:
         self.engine = engine
@@ -71,8 +71,10 @@ class DriverContext:
         self.keep = keep_checkpoints
         self.steps = StepWriter(engine, job_id)
 
-    def report(self, step: int, metrics: dict[str, Any]) -> None:
-        self.steps.add(step, metrics)
+    def report(self, step: int, metrics: dict[str, Any], series: str = "") -> None:
+        # Buffered until the next checkpoint (or the end): a resumed strategy reports
+        # the steps after its checkpoint again, and the first report of a step wins.
+        self.steps.add(step, metrics, series)
 
     def save_checkpoint(self, step: int, data: bytes) -> None:
         self.steps.flush()  # the steps a checkpoint covers are recorded before it
@@ -83,6 +85,12 @@ class DriverContext:
         if info is None or info.step is None:
             return None
         return info.step, artifacts.read_blob(self.engine, info.hash)
+
+    def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
+        return artifacts.save_artifact(self.engine, self.job_id, name, data, meta=meta).hash
+
+    def load_artifact(self, ref: str) -> bytes:
+        return artifacts.read_blob(self.engine, artifacts.get_artifact(self.engine, ref).hash)
 
 
 class JobRunner:
@@ -292,7 +300,9 @@ class _LoopState:
         batch, self.baselines = self.baselines, []
         batch += self.strategy.ask(max(n, self.spec.search.batch_size), self.done | self.in_flight)
         if not batch:
-            self.exhausted = True
+            # A strategy waiting for results in flight (a learner's batch of episodes)
+            # is asked again later; otherwise the search is over.
+            self.exhausted = not (self.strategy.waiting() and self.in_flight)
             return []
         items = [
             Pending(key, params, errors=list(self.earlier.get(key, ()))) for key, params in batch
@@ -405,7 +415,12 @@ class _LoopState:
 
     def _record(self, item: Pending, result: Result) -> None:
         value = result.value(self.objective.name)
-        self.strategy.tell(item.key, value, item.params)
+        evaluation = result.evaluation
+        self.strategy.tell_result(
+            item.key, value, item.params,
+            info=dict(evaluation.info) if evaluation else {},
+            payload=evaluation.payload if evaluation else None,
+        )  # fmt: skip
         fields = trial_fields(item, result, self.strategy.prediction(item.key))
         self.recorder.add(**fields)
         self.in_flight.discard(item.key)

@@ -53,11 +53,17 @@ class StrategyContext(Protocol):
     """What the driver offers a strategy beyond its space (None in replay): job-level
     steps for learning curves, and job checkpoints of its own state."""
 
-    def report(self, step: int, metrics: dict[str, Any]) -> None: ...
+    def report(self, step: int, metrics: dict[str, Any], series: str = "") -> None:
+        """A step of the job's curve, or of a named `series` of it (an evaluation's
+        curve, stored like a trial's steps under that key)."""
 
     def save_checkpoint(self, step: int, data: bytes) -> None: ...
 
     def load_checkpoint(self) -> tuple[int, bytes] | None: ...
+
+    def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str: ...
+
+    def load_artifact(self, ref: str) -> bytes: ...
 
 
 class SearchStrategy(ABC):
@@ -106,6 +112,25 @@ class SearchStrategy(ABC):
         """A result's primary objective value (None: the candidate failed). `params` is
         given for results recorded before this strategy existed (a resumed job)."""
         self.observed[key] = value
+
+    def tell_result(
+        self,
+        key: str,
+        value: float | None,
+        params: dict[str, Any] | None = None,
+        *,
+        info: dict[str, Any] | None = None,
+        payload: Any = None,
+    ) -> None:
+        """A fresh result with what the evaluation recorded (`info`) and its unrecorded
+        `payload` (Measurement.payload). Strategies that learn from more than the
+        objective value override this; the default is `tell`."""
+        self.tell(key, value, params)
+
+    def waiting(self) -> bool:
+        """True when `ask` gave nothing now but results still in flight will let it
+        propose more (a learner waiting for its batch): the driver asks again later."""
+        return False
 
     def prediction(self, key: str) -> Prediction | None:
         """The prediction made for `key` before it was measured, if any."""
