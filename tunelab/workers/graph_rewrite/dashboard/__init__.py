@@ -1,0 +1,1 @@
+"""The graph-rewrite kind's dashboard page and its queries."""
