@@ -1,5 +1,5 @@
-"""Every kind passes the conformance checks of the testing kit: the kit's own kinds and
-pipeline-search (a small CPU job, real TVM builds)."""
+"""Every kind passes the conformance checks of the testing kit: the kit's own kinds,
+pipeline-search (a small CPU job, real TVM builds) and graph-rewrite (a test-size BERT)."""
 
 from __future__ import annotations
 
@@ -47,4 +47,14 @@ class TestPipelineSearch(KindConformance):
         "space": {"tile_m": [16, 32], "tile_n": [32], "tile_k": [16], "micro_m": [4],
                   "micro_n": [8], "stages": [1, 2], "reg_stages": [1]},
         "measure": {"repeats": 2},
+    }  # fmt: skip
+
+
+class TestGraphRewrite(KindConformance):
+    kind = get_kind("graph-rewrite")
+    spec: ClassVar[dict[str, Any]] = {
+        "name": "c", "kind": "graph-rewrite",
+        "workload": {"model": "bert", "size": "test", "horizon": 3, "max_candidates": 4},
+        "search": {"strategy": "random", "random": {"episodes": 2}},
+        "measure": {"threads": 1, "rounds": 3},
     }  # fmt: skip

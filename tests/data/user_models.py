@@ -36,3 +36,20 @@ def not_a_model() -> tuple:
 
 
 NOT_CALLABLE = 3
+
+
+class Branchy(nn.Module):
+    """Python control flow on a tensor's value: torch.export cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return self.lin(x)
+        return -x
+
+
+def untraceable() -> tuple[nn.Module, tuple]:
+    return Branchy(), (torch.randn(2, 4),)
