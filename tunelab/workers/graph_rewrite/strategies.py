@@ -29,10 +29,10 @@ from tunelab.workers.graph_rewrite.spec import BacktrackingOptions, GreedyOption
 
 
 class _Planned(SearchStrategy):
-    """A fixed list of trials."""
+    """The kind's space, in order: its planned trials."""
 
     def plan(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        return [self.space.params(i) for i in range(len(self.space))]
 
     @property
     def total(self) -> int:
@@ -55,9 +55,6 @@ class Greedy(_Planned):
     name = "greedy"
     options_model = GreedyOptions
 
-    def plan(self) -> list[dict[str, Any]]:
-        return [{"search": "greedy", "budget": self.options.budget}]
-
 
 class Backtracking(_Planned):
     """TASO's backtracking search (one trial)."""
@@ -65,19 +62,12 @@ class Backtracking(_Planned):
     name = "backtracking"
     options_model = BacktrackingOptions
 
-    def plan(self) -> list[dict[str, Any]]:
-        o = self.options
-        return [{"search": "backtracking", "alpha": o.alpha, "budget": o.budget}]
-
 
 class RandomEpisodes(_Planned):
     """Episodes of uniformly random rewrites (one trial each)."""
 
     name = "random"
     options_model = RandomOptions
-
-    def plan(self) -> list[dict[str, Any]]:
-        return [{"search": "random", "episode": i} for i in range(self.options.episodes)]
 
 
 @functools.cache
@@ -141,7 +131,8 @@ class PPO(SearchStrategy):
     def __init__(self, space: Any, search: Any, featurize: Any = None, **kw: Any) -> None:
         super().__init__(space, search, featurize, **kw)
         o = self.options
-        # The kind's space lists the job's models: the training one, then the held-out.
+        # The kind's space: the untrained policy's run on each model (the training one
+        # first, then the held-out ones), with the environment's settings.
         envs = [self.space.params(i) for i in range(len(self.space))]
         self.models = [e["model"] for e in envs]
         self.held_out = self.models[1:]
@@ -160,8 +151,8 @@ class PPO(SearchStrategy):
         self.env_steps = 0
         self.train_s = 0.0
         self.started = time.monotonic()
-        self.evals: list[dict[str, Any]] = []  # evaluation trials not yet proposed
-        self.evals_out: set[str] = set()
+        # Evaluation trials not yet proposed: first the untrained policy's (the space).
+        self.evals: list[dict[str, Any]] = envs if o.episodes else []
         self.weights_ref: str | None = None
         if o.policy is not None and self.context is not None:
             self.learner.load_weights(self.context.load_artifact(o.policy))
@@ -181,7 +172,7 @@ class PPO(SearchStrategy):
     def total(self) -> int:
         if self.options.episodes == 0:
             return self.options.apply_episodes
-        return self.options.episodes + len(self._eval_versions()) * (1 + len(self.held_out))
+        return self.options.episodes + (1 + len(self._eval_versions())) * len(self.models)
 
     def _publish(self) -> None:
         """Store the current weights for the rollout workers (an artifact per version,
@@ -227,7 +218,6 @@ class PPO(SearchStrategy):
                 self.next_episode += 1
         keyed = [(candidate_key(p), p) for p in out]
         keyed = [(k, p) for k, p in keyed if k not in exclude and k not in self.observed]
-        self.evals_out.update(k for k, p in keyed if "baseline" in p)
         return keyed
 
     def waiting(self) -> bool:
@@ -261,7 +251,6 @@ class PPO(SearchStrategy):
         assert params is not None
         info = info or {}
         if "baseline" in params:  # an evaluation of the deterministic policy
-            self.evals_out.discard(key)
             if self.context is not None and value is not None:
                 self.context.report(
                     params["version"],
