@@ -140,14 +140,28 @@ class GraphRewrite(JobKind):
         return spec
 
     def space(self, spec: JobSpec) -> list[dict[str, Any]]:
-        """The job's environments: each model (the training one first) with the
-        environment's settings. The strategies generate the trials; the RL agent is
-        evaluated on every model listed and shaped for `max_candidates`."""
-        wl = spec.workload
+        """The planned trials of the job's search: greedy's or backtracking's one run,
+        random's episodes; for ppo (whose episodes the learner generates as it trains),
+        the untrained policy's deterministic episode on each model — the training one
+        first, then the held-out ones — (the learning curve's evaluations at update 0)
+        with the environment's settings, which is where the learner reads them."""
+        wl, search = spec.workload, spec.search
+        name = search.strategy
+        if name == "greedy":
+            return [{"search": "greedy", "budget": search.options_for(name, GreedyOptions).budget}]
+        if name == "backtracking":
+            o = search.options_for(name, BacktrackingOptions)
+            return [{"search": "backtracking", "alpha": o.alpha, "budget": o.budget}]
+        if name == "random":
+            n = search.options_for(name, RandomOptions).episodes
+            return [{"search": "random", "episode": i} for i in range(n)]
+        models = dict.fromkeys([wl["model"], *wl.get("held_out", [])])
         return [
-            {"model": m, "horizon": wl["horizon"], "max_candidates": wl["max_candidates"]}
-            for m in dict.fromkeys([wl["model"], *wl.get("held_out", [])])
-        ]
+            {"search": "ppo", "model": m, "version": 0, "deterministic": True,
+             "baseline": f"eval:{m}", "horizon": wl["horizon"],
+             "max_candidates": wl["max_candidates"]}
+            for m in models
+        ]  # fmt: skip
 
     # -- on the worker -----------------------------------------------------------------
 

@@ -31,6 +31,17 @@ def new_policy(config: Any) -> Any:
     return GraphPolicy(NODE_FEATURES, EDGE_DIMS, config)
 
 
+def initial_policy(spec: JobSpec) -> Any:
+    """The untrained policy of a job: initialised as its learner is (from the job seed)."""
+    from tunelab.workers.graph_rewrite.kind import derive_seed
+    from tunelab.workers.graph_rewrite.strategies import ppo_options
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(spec.search.seed, "learner"))
+        policy = new_policy(ppo_options(spec).network)
+    return policy.eval()
+
+
 def load_policy(spec: JobSpec, ref: str, ctx: EvalContext) -> Any:
     """The policy whose weights are the artifact `ref` (cached per worker)."""
     from tunelab.workers.graph_rewrite.agent import load_policy_weights

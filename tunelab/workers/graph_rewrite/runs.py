@@ -178,7 +178,8 @@ def episode(spec: JobSpec, params: dict[str, Any], s: Setup, ctx: EvalContext) -
         env = ctx.cache[("env", id(s))] = make_env(spec, s)
     policy = None
     if params["search"] == "ppo":
-        policy = rollout.load_policy(spec, params["policy"], ctx)
+        ref = params.get("policy")
+        policy = rollout.load_policy(spec, ref, ctx) if ref else rollout.initial_policy(spec)
     gen = torch.Generator().manual_seed(seed)
     every = spec.measure.e2e_every
     m = spec.measure
