@@ -222,7 +222,7 @@ def _ppo_curve(engine: Any, job_id: int) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_ppo_job_trains_records_and_the_same_seed_gives_the_same_curve(
-    sqlite_url: str, ray_cluster: str
+    sqlite_url: str, ray_cluster: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # SQLite here; the resume test below runs PPO on PostgreSQL.
     engine = get_engine(sqlite_url)
@@ -268,6 +268,22 @@ def test_ppo_job_trains_records_and_the_same_seed_gives_the_same_curve(
     assert run_job(engine, job) == JobStatus.completed
     (t,) = jobs.trials(engine, job)
     assert t.status == "ok" and t.params["deterministic"] is True
+    _dashboard_page_shows(sqlite_url, first, monkeypatch)
+
+
+def _dashboard_page_shows(url: str, job_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kind's dashboard page on these jobs: speedups per search side by side, the
+    best graph's rewrites, the learning curve and the evaluation curve."""
+    from tests.test_dashboard import app, figures
+
+    at = app(url, monkeypatch)
+    at.switch_page("../workers/graph_rewrite/dashboard/page.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    bars, curve, evals = figures(at)
+    assert {t["name"] for t in bars["data"]} == {"ppo", "ppo (eval)"}
+    assert f"job {job_id}" in {t["name"] for t in curve["data"]}
+    assert f"job {job_id} on bert" in {t["name"] for t in evals["data"]}
+    assert any(s.value.startswith("Rewrites of the best graph") for s in at.subheader)
 
 
 def _driver(job_id: int, db_url: str, ray: str) -> subprocess.Popen[bytes]:
