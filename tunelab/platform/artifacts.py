@@ -379,8 +379,7 @@ _SHORT_ID = re.compile(r"\d{1,7}")
 def get_artifact(engine: Engine, ref: int | str) -> ArtifactInfo:
     """The artifact that `ref` names: an int id, "JOB:NAME", or a unique prefix of at
     least 8 hex digits of its content's hash (a string of fewer than 8 digits is an id).
-    Raises ArtifactNotFound when none or, for a prefix, more than one content matches
-    (artifacts of the same content answer with the first of them)."""
+    Raises ArtifactNotFound when none or, for a prefix, more than one matches."""
     stmt = select(*_COLUMNS)
     prefix = None
     if isinstance(ref, int) and not isinstance(ref, bool):
@@ -401,7 +400,7 @@ def get_artifact(engine: Engine, ref: int | str) -> ArtifactInfo:
         rows = conn.execute(stmt).all()
     if not rows:
         raise ArtifactNotFound(f"no artifact {ref!r}")
-    if len(rows) > 1 and len({_info(r).hash for r in rows}) > 1:
+    if len(rows) > 1:
         names = ", ".join(_info(r).ref for r in rows[:5]) + (", …" if len(rows) > 5 else "")
         raise ArtifactNotFound(
             f"hash prefix {prefix!r} is ambiguous: it matches {names}; give more digits, "

@@ -51,7 +51,10 @@ class Prediction(NamedTuple):
 
 class StrategyContext(Protocol):
     """What the driver offers a strategy beyond its space (None in replay): job-level
-    steps for learning curves, and job checkpoints of its own state."""
+    steps for learning curves, job checkpoints of its own state, and the job's artifacts
+    (`JOB:NAME` with `job_id` names one unambiguously)."""
+
+    job_id: int
 
     def report(self, step: int, metrics: dict[str, Any], series: str = "") -> None:
         """A step of the job's curve, or of a named `series` of it (an evaluation's

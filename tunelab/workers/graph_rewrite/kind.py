@@ -195,11 +195,13 @@ class GraphRewrite(JobKind):
         speedup = cmp.speedup(0, 1)
         lo, hi = cmp.ratio_spread(0, 1)
         original_s, final_s = cmp.medians()
-        graph_ref = ctx.save_artifact(
-            f"graph-{ctx.trial_key[:16]}",
+        name = f"graph-{ctx.trial_key[:16]}"
+        ctx.save_artifact(
+            name,
             outcome.graph.dumps().encode(),
             meta={"model": model, "search": search, "nodes": len(outcome.graph.nodes)},
         )
+        graph_ref = f"{ctx.job_id}:{name}"  # two episodes may end in the same graph
         return Measurement(
             latencies_s=None,
             objectives={

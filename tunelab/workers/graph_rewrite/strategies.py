@@ -181,8 +181,12 @@ class PPO(SearchStrategy):
             raise RuntimeError("the ppo strategy needs the driver's context")
         data = self.learner.weights()
         meta = {"version": self.version, "episodes": self.collected}
-        self.weights_ref = self.context.save_artifact(f"policy-v{self.version}", data, meta)
+        name = f"policy-v{self.version}"
+        self.context.save_artifact(name, data, meta)
         self.context.save_artifact("policy", data, meta)
+        # By name: two artifacts of one content (the latest policy is also `policy`) make
+        # its hash an ambiguous reference.
+        self.weights_ref = f"{self.context.job_id}:{name}"
 
     def _episode(self, i: int) -> dict[str, Any]:
         return {
