@@ -34,6 +34,22 @@ NODE_FEATURES = len(OP_NAMES) + 1
 _OP_INDEX = {op: i for i, op in enumerate(OP_NAMES)}
 
 
+def check_equivalent(
+    imported: Imported, graph: Graph, seed: int, *, rtol: float = 1e-3, atol: float = 1e-4
+) -> str | None:
+    """None if `graph` computes what the imported model's graph does on its example
+    inputs and on random inputs drawn from `seed`, else what differs."""
+    from tunelab.workers.graphs.execute import compare, random_inputs, run
+
+    consts, example = imported.constants, imported.inputs
+    for inputs in (example, random_inputs(imported.graph, seed, like=example)):
+        want = run(imported.graph, consts, inputs)
+        diff = compare(want, run(graph, consts, inputs), rtol=rtol, atol=atol)
+        if diff is not None:
+            return diff
+    return None
+
+
 def featurize(graph: Graph, costs: dict[str, float]) -> spaces.GraphInstance:
     """A graph as the agent sees it (X-RLflow's features)."""
     n = len(graph.nodes)
@@ -184,18 +200,9 @@ class GraphRewriteEnv(gym.Env):
         return list(self._candidates)
 
     def validate(self, seed: int = 0, rtol: float = 1e-3, atol: float = 1e-4) -> str | None:
-        """Compare the current graph with the original on fresh random inputs (and the
-        model's example inputs): None if they agree, else what differs."""
-        from tunelab.workers.graphs.execute import compare, random_inputs, run
-
-        consts, example = self.imported.constants, self.imported.inputs
-        for inputs in (example, random_inputs(self.original, seed, like=example)):
-            want = run(self.original, consts, inputs)
-            got = run(self.state.graph, consts, inputs)
-            diff = compare(want, got, rtol=rtol, atol=atol)
-            if diff is not None:
-                return diff
-        return None
+        """Compare the current graph with the original on the model's example inputs
+        and fresh random ones: None if they agree, else what differs."""
+        return check_equivalent(self.imported, self.state.graph, seed, rtol=rtol, atol=atol)
 
     def _find(self) -> list[Any]:
         from tunelab.workers.graph_rewrite.rules import find_candidates

@@ -28,20 +28,14 @@ class Setup:
     rules: list[Any]
     original_run: Any = None
 
+    tolerance: tuple[float, float] = (1e-3, 1e-4)
+
     def env_validate(self, graph: Graph, seed: int) -> str | None:
         """None if `graph` computes what the original does (example + random inputs)."""
-        from tunelab.workers.graphs.execute import compare, random_inputs, run
+        from tunelab.workers.graph_rewrite.env import check_equivalent
 
-        imp = self.imported
-        spec_tol = self.tolerance
-        for inputs in (imp.inputs, random_inputs(imp.graph, seed, like=imp.inputs)):
-            want = run(imp.graph, imp.constants, inputs)
-            got = run(graph, imp.constants, inputs)
-            if (diff := compare(want, got, rtol=spec_tol[0], atol=spec_tol[1])) is not None:
-                return diff
-        return None
-
-    tolerance: tuple[float, float] = (1e-3, 1e-4)
+        rtol, atol = self.tolerance
+        return check_equivalent(self.imported, graph, seed, rtol=rtol, atol=atol)
 
     def compare(self, graph: Graph, *, rounds: int, min_sample_s: float) -> Comparison:
         """The original and `graph` timed end to end, interleaved."""

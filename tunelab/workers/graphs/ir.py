@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,17 +106,6 @@ class Graph:
             if n.name == name:
                 return n
         raise KeyError(name)
-
-    def is_constant(self, value: str) -> bool:
-        """True if `value` depends on constants only (folded before the graph runs)."""
-        return value in self._constant_values()
-
-    def _constant_values(self) -> set[str]:
-        const = set(self.constants)
-        for n in self.nodes:
-            if n.inputs and all(v in const for v in n.inputs):
-                const.update(n.outputs)
-        return const
 
     def constant_nodes(self) -> set[str]:
         """Names of the nodes computed from constants only (weight preparation)."""
@@ -284,7 +273,3 @@ class Graph:
         finally:
             sys.setrecursionlimit(limit)
         return hashlib.sha256(json.dumps(top).encode()).hexdigest()
-
-
-def chain(*parts: Iterable[str]) -> list[str]:
-    return [v for p in parts for v in p]
