@@ -50,7 +50,7 @@ def test_defaults_fill_in() -> None:
         (
             spec(workload__M=100, workload__N=64, workload__K=32),
             "workload.M",
-            "M=100 is not a multiple of any tile_m (16, 32, 64)",
+            "M=100 is not a multiple of any tile_m (32, 64, 128, 256)",
         ),
         (
             spec(workload__M=10**6, workload__N=10**6, workload__K=10**6),

@@ -200,6 +200,9 @@ def schedule_cpu(wl: GemmWorkload | Conv2dWorkload, p: dict[str, int]) -> Any:
     for operand in (0, 1):
         frag = sch.cache_read(blk, operand, "local")
         sch.compute_at(frag, k1)
+        # The B fragment is one row of micro_n values: a vector load; the A fragment is
+        # micro_m broadcasts. Left as scalar loops they cost ~10% on micro_n = 32.
+        (sch.vectorize if operand else sch.unroll)(sch.get_loops(frag)[-1])
     sch.unroll(i2)
     sch.vectorize(j2)
     sch.vectorize(sch.get_loops(acc)[-1])
