@@ -31,6 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
@@ -50,6 +51,7 @@ __all__ = [
     "CandidateError",
     "Direction",
     "EvalContext",
+    "ExportUnsupported",
     "InvalidCandidate",
     "JobKind",
     "Measurement",
@@ -89,6 +91,10 @@ class WrongResult(CandidateError):
     """The candidate ran but its output differs from the reference: never a winner."""
 
     status = TrialStatus.wrong_result
+
+
+class ExportUnsupported(NotImplementedError):
+    """The kind cannot export a candidate as deployable files (`JobKind.export`)."""
 
 
 @dataclass
@@ -261,8 +267,21 @@ class JobKind(ABC):
     ) -> Measurement:
         """Check and evaluate one built candidate; raise WrongResult if it is wrong."""
 
+    def export(self, spec: JobSpec, params: dict[str, Any], out_dir: Path) -> list[Path]:
+        """Write candidate `params` as deployable files (compiled code, its source, how
+        to call it) into `out_dir`, an empty directory; return the paths written.
+
+        `tunelab best JOB --out DIR` calls it for a job's best trial, then moves the
+        files into DIR (never over a file there unless asked) and adds `params.json`.
+        Raise a CandidateError if the candidate no longer builds. Kinds that do not
+        override it cannot export: ExportUnsupported."""
+        raise ExportUnsupported(f"kind {self.name} cannot export its trials")
+
     def has_build(self) -> bool:
         return type(self).build is not JobKind.build
+
+    def can_export(self) -> bool:
+        return type(self).export is not JobKind.export
 
     def primary(self) -> Objective:
         return self.objectives[0]

@@ -9,6 +9,7 @@ import typer
 
 from tunelab.platform.cli import (
     artifacts,
+    best,
     cluster,
     dashboard,
     db,
@@ -36,6 +37,7 @@ app = typer.Typer(
 # Unnamed groups add their commands at the top level, in this order in --help.
 app.add_typer(jobs.app)
 app.add_typer(trials.app)
+app.add_typer(best.app)
 app.add_typer(steps.app)
 app.add_typer(kinds.app)
 app.add_typer(dashboard.app)

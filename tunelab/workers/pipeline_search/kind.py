@@ -7,6 +7,7 @@ specs do) imports neither TVM nor torch: builds and measurements import them whe
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tunelab.platform.kinds import Built, EvalContext, JobKind, Measurement, Resources
@@ -139,6 +140,15 @@ class PipelineSearch(JobKind):
         from tunelab.workers.pipeline_search.build_llvm import build_llvm
 
         return build_llvm(spec, wl, params)
+
+    # -- export (`tunelab best --out`) ------------------------------------------------
+
+    def export(self, spec: JobSpec, params: dict[str, Any], out_dir: Path) -> list[Path]:
+        """Rebuild a candidate as its trial was built and write it out deployably: TIR,
+        generated source, the compiled library or cubin, launch.json and a README."""
+        from tunelab.workers.pipeline_search.export import export_candidate
+
+        return export_candidate(spec, params, out_dir)
 
     # -- measure (measurement worker) ---------------------------------------------------
 

@@ -1,0 +1,111 @@
+"""A job's best trial: show it, or export it deployably through its kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tunelab.platform.cli.common import (
+    EXIT_HELP,
+    DbOpt,
+    Exit,
+    JobArg,
+    err,
+    fail,
+    fmt_params,
+    guard,
+    out,
+)
+
+if TYPE_CHECKING:
+    from tunelab.platform.best import Best
+
+app = typer.Typer()
+
+
+def _value(b: Best) -> str:
+    """The best's primary objective with its unit, e.g. `latency_s 1.234 ms`."""
+    from tunelab.units import fmt_value
+
+    o, t = b.objective, b.trial
+    text = fmt_value(t.value, o.name)
+    if o.unit and not o.name.endswith("_s"):
+        text += f" {o.unit}"
+    how = [str(o.direction)]
+    if t.n_repeats:
+        how.append(f"median of {t.n_repeats} repeats")
+    return f"{o.name} {text} ({'; '.join(how)})"
+
+
+def _print(b: Best) -> None:
+    from tunelab.units import fmt_value
+
+    j, t = b.job, b.trial
+    lines = [
+        f"[bold]job {j.id}[/] {j.name}  ({', '.join(x for x in (j.kind, j.target) if x)}): "
+        f"{j.workload}",
+        f"best: trial {t.id}  {_value(b)}",
+        f"params: {fmt_params(t.params)}",
+    ]
+    if b.verdict:
+        lines.append(f"noise-aware winner: {b.verdict}")
+    else:
+        lines.append("noise-aware winner: none recorded (no final rounds): best by the search")
+    if b.search_best.id != t.id:
+        lines.append(
+            f"the search alone ranked trial {b.search_best.id} first "
+            f"({fmt_value(b.search_best.value, j.objective)}); the final rounds did not"
+        )
+    out.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+@app.command(epilog=EXIT_HELP)
+def best(
+    job: JobArg,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Export the best candidate into this directory (created if missing): its "
+            "compiled code, source, launch description, README and params.json.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --out: replace files already there.")
+    ] = False,
+    db: DbOpt = None,
+) -> None:
+    """A job's best trial (id, parameters, primary objective, noise-aware verdict); with
+    --out, rebuilt by the job's kind and written out, ready to deploy.
+
+    Files already in DIR are never replaced unless --force (exit 2, nothing written).
+
+    A kind that cannot export exits 4, as does a job with no correct trial."""
+    from tunelab.platform import best as best_mod
+
+    if out_dir is None:
+        if force:
+            fail(Exit.BAD_INPUT, "--force applies to --out only")
+        _print(guard(lambda: best_mod.best_trial(job, db=db)))
+        return
+    from tunelab.platform.kinds import CandidateError, ExportUnsupported
+
+    try:
+        b, files = guard(lambda: best_mod.export_best(job, out_dir, force=force, db=db))
+    except ExportUnsupported as exc:
+        fail(Exit.NOT_FOUND, str(exc))
+    except best_mod.ExportConflict as exc:
+        fail(Exit.BAD_INPUT, str(exc))
+    except NotADirectoryError as exc:
+        fail(Exit.BAD_INPUT, str(exc))
+    except CandidateError as exc:
+        fail(Exit.JOB_FAILED, f"the best trial of job {job} did not build again: {exc}")
+    except OSError as exc:  # no permission, disk full: what was there stays
+        fail(Exit.JOB_FAILED, f"cannot write {out_dir}: {exc.strerror or exc}")
+    _print(b)
+    names = ", ".join(str(f.relative_to(out_dir)) for f in files)
+    err.print(f"exported trial {b.trial.id} to {out_dir}: {names}", highlight=False, soft_wrap=True)
+    if any(f.name == "README.md" for f in files):
+        err.print(f"how to load and call it: {out_dir / 'README.md'}", highlight=False)
