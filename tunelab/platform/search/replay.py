@@ -65,6 +65,7 @@ def load_sweep(source: str | int | Path, engine: Engine | None = None) -> Sweep:
                 "params": t.params,
                 "status": str(t.status),
                 "latency_s": t.value,
+                "latencies_s": t.latencies_s,
                 "extra": {**(t.extra or {}), **({"baseline": t.baseline} if t.baseline else {})},
             }
             for t in jobs.trials(engine, job.id)
@@ -90,6 +91,8 @@ def save_sweep(engine: Engine, job_id: int, path: str | Path) -> int:
             "params": t["params"],
             "status": t["status"],
             "latency_s": float(f"{t['latency_s']:.6g}") if t["latency_s"] else None,
+            # every timed repeat, so ties can be judged as the noise-aware winner does
+            "latencies_s": _repeats(t.get("latencies_s")),
             "extra": {k: v for k, v in t["extra"].items() if k in keep},
         }
         for t in sweep.trials.values()
@@ -100,6 +103,10 @@ def save_sweep(engine: Engine, job_id: int, path: str | Path) -> int:
     with opener(path, "wt") as f:
         json.dump(data, f, separators=(",", ":"))
     return len(trials)
+
+
+def _repeats(values: list[float] | None) -> list[float] | None:
+    return [float(f"{x:.6g}") for x in values] if values else None
 
 
 @dataclass
