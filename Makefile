@@ -59,3 +59,18 @@ chromium:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# GPU check. `make gpu-artifacts` (here: tunelab's venv, TVM and nvcc, no GPU) builds the
+# kernels of bench/gpu_build.py into bench/gpu_artifacts/, which is committed (~1.4 MiB,
+# so it travels with the work tree; no `carry` needed). `make gpu-check` runs them on a GPU
+# machine with the system Python (torch with CUDA, cuda-python or CuPy), not the venv: it
+# installs nothing. Options: make gpu-check GPU_CHECK_ARGS=--quick
+PYTHON_GPU ?= python3
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-artifacts gpu-check
+
+gpu-artifacts: $(STAMP)
+	$(PY) bench/gpu_build.py
+
+gpu-check:
+	$(PYTHON_GPU) bench/gpu_check.py $(GPU_CHECK_ARGS)

@@ -1,0 +1,321 @@
+
+#ifdef __CUDACC_RTC__
+  #include <cuda/std/cstdint>
+  using cuda::std::uint8_t;
+  using cuda::std::uint16_t;
+  using cuda::std::uint32_t;
+  using cuda::std::uint64_t;
+  using cuda::std::int8_t;
+  using cuda::std::int16_t;
+  using cuda::std::int32_t;
+  using cuda::std::int64_t;
+
+  #include <cuda/std/type_traits>
+  namespace std {
+    using cuda::std::is_same;
+    using cuda::std::is_same_v;
+    using cuda::std::is_integral;
+    using cuda::std::is_signed;
+    using cuda::std::is_unsigned;
+    using cuda::std::is_floating_point;
+    using cuda::std::enable_if;
+    using cuda::std::conditional;
+  }
+
+  // NVRTC uses asm/volatile instead of __asm__/__volatile__ (gcc extension).
+  #ifndef __asm__
+  #define __asm__ asm
+  #endif
+  #ifndef __volatile__
+  #define __volatile__ volatile
+  #endif
+#else
+  #include <cstdint>
+  #include <type_traits>
+  #include <cuda.h>
+#endif
+
+#if !defined(__CUDA_ARCH__) || (__CUDA_ARCH__ >= 530)
+#include <cuda_fp16.h>
+__device__ half max(half a, half b)
+{
+  return __hgt(__half(a), __half(b)) ? a : b;
+}
+__device__ half min(half a, half b)
+{
+  return __hlt(__half(a), __half(b)) ? a : b;
+}
+#endif // __CUDA_ARCH__ >= 530
+
+// Pack two half values.
+static inline __device__ __host__ unsigned
+__pack_half2(const half x, const half y) {
+  unsigned v0 = *((unsigned short *)&x);
+  unsigned v1 = *((unsigned short *)&y);
+  return (v1 << 16) | v0;
+}
+
+#define CUDA_UNSUPPORTED_HALF_MATH_BINARY(HALF_MATH_NAME, FP32_MATH_NAME) \
+static inline __device__ __host__ half HALF_MATH_NAME(half x, half y) {   \
+  float tmp_x = __half2float(x);                                          \
+  float tmp_y = __half2float(y);                                          \
+  float result = FP32_MATH_NAME(tmp_x, tmp_y);                            \
+  return __float2half(result);                                            \
+}
+
+#define CUDA_UNSUPPORTED_HALF_MATH_UNARY(HALF_MATH_NAME, FP32_MATH_NAME) \
+static inline __device__ __host__ half HALF_MATH_NAME(half x) {          \
+  float tmp_x = __half2float(x);                                         \
+  float result = FP32_MATH_NAME(tmp_x);                                  \
+  return __float2half(result);                                           \
+}
+
+// Some fp16 math functions are not supported in cuda_fp16.h,
+// so we define them here to make sure the generated CUDA code
+// is valid.
+#if defined(__CUDA_ARCH__)
+#if (__CUDA_ARCH__ >= 530)
+CUDA_UNSUPPORTED_HALF_MATH_BINARY(hpow, powf)
+#if ((__CUDACC_VER_MAJOR__ < 12) || ((__CUDACC_VER_MAJOR__ == 12) && (__CUDACC_VER_MINOR__ < 8)))
+CUDA_UNSUPPORTED_HALF_MATH_UNARY(htanh, tanhf)
+#endif
+CUDA_UNSUPPORTED_HALF_MATH_UNARY(htan, tanf)
+CUDA_UNSUPPORTED_HALF_MATH_UNARY(hatan, atanf)
+CUDA_UNSUPPORTED_HALF_MATH_UNARY(herf, erf)
+#else
+CUDA_UNSUPPORTED_HALF_MATH_UNARY(hexp, exp)
+#endif
+#endif
+
+#undef CUDA_UNSUPPORTED_HALF_MATH_BINARY
+#undef CUDA_UNSUPPORTED_HALF_MATH_UNARY
+
+template <typename T, typename TVec2>
+struct __align__(8) half4_bfloat164 {
+  T x, y, z, w;
+  __host__ __device__ half4_bfloat164() : x(T(0)), y(T(0)), z(T(0)), w(T(0)) {}
+  __host__ __device__ half4_bfloat164(T x, T y, T z, T w) : x(x), y(y), z(z), w(w) {}
+
+};
+
+using half4 = half4_bfloat164<__half, __half2>;
+__host__ __device__ half4 make_half4(__half x, __half y, __half z, __half w) {
+    return half4(x, y, z, w);
+}
+
+#include <mma.h>
+
+#if (((__CUDACC_VER_MAJOR__ == 11) && (__CUDACC_VER_MINOR__ >= 4)) || \
+     (__CUDACC_VER_MAJOR__ > 11))
+#define TVM_ENABLE_L2_PREFETCH 1
+#else
+#define TVM_ENABLE_L2_PREFETCH 0
+#endif
+
+#ifdef _WIN32
+  using uint = unsigned int;
+  using uchar = unsigned char;
+  using ushort = unsigned short;
+  using int64_t = long long;
+  using uint64_t = unsigned long long;
+#else
+  #define uint unsigned int
+  #define uchar unsigned char
+  #define ushort unsigned short
+#endif
+__forceinline__ __device__ void tvm_builtin_ptx_cp_async_wait_group_async_wait_group_1() {
+  asm volatile("cp.async.wait_group 1;" :  :  : "memory");
+}
+__forceinline__ __device__ void tvm_builtin_ptx_cp_async_wait_group_async_wait_group_2() {
+  asm volatile("cp.async.wait_group 2;" :  :  : "memory");
+}
+__forceinline__ __device__ void tvm_builtin_ptx_cp_async_wait_group_async_wait_group_0() {
+  asm volatile("cp.async.wait_group 0;" :  :  : "memory");
+}
+__forceinline__ __device__ void tvm_builtin_ptx_cp_async_wait_group_async_wait_group_3() {
+  asm volatile("cp.async.wait_group 3;" :  :  : "memory");
+}
+__forceinline__ __device__ void tvm_builtin_ptx_cp_async_commit_group_async_commit_group() {
+  asm volatile("cp.async.commit_group;" :  : );
+}
+
+__forceinline__ __device__ void ptx_cp_async_legacy_cg_16_2_2(void* dst, int dst_off, void* src, int src_off) {
+  uint8_t* dst_p = (uint8_t*)dst + dst_off * 2;
+  uint8_t* src_p = (uint8_t*)src + src_off * 2;
+  unsigned int dst_addr = __cvta_generic_to_shared(dst_p);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], %2;"
+    :: "r"(dst_addr), "l"(src_p), "n"(16));
+}
+extern "C" __global__ void __launch_bounds__(128) main_kernel(half* __restrict__ A_ptr, half* __restrict__ B_ptr, float* __restrict__ C_ptr);
+extern "C" __global__ void __launch_bounds__(128) main_kernel(half* __restrict__ A_ptr, half* __restrict__ B_ptr, float* __restrict__ C_ptr) {
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> C_wmma_accumulator_ptr[8];
+  __shared__ alignas(64) half A_shared_ptr[16384];
+  __shared__ alignas(64) half B_shared_ptr[8192];
+  nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, half, nvcuda::wmma::row_major> A_shared_wmma_matrix_a_ptr[8];
+  nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, half, nvcuda::wmma::row_major> B_shared_wmma_matrix_b_ptr[4];
+  for (int i_2_init = 0; i_2_init < 4; ++i_2_init) {
+    for (int j_2_init = 0; j_2_init < 2; ++j_2_init) {
+      nvcuda::wmma::fill_fragment(C_wmma_accumulator_ptr[((i_2_init * 2) + j_2_init)], 0x0p+0f/*0.000000e+00*/);
+    }
+  }
+  int cse_v1 = (((int)blockIdx.y) * 98304);
+  int cse_v2 = (((int)threadIdx.y) * 12288);
+  int cse_v3 = (((int)threadIdx.z) * 6144);
+  int cse_v4 = (((int)threadIdx.y) * 512);
+  int cse_v5 = (((int)threadIdx.z) * 256);
+  int cse_v6 = (((int)threadIdx.x) * 8);
+  int cse_v7 = (((int)threadIdx.y) * 24576);
+  int cse_v8 = (((int)threadIdx.z) * 12288);
+  int cse_v9 = (((int)blockIdx.x) * 64);
+  int cse_v13 = ((((int)threadIdx.x) >> 2) * 768);
+  int cse_v14 = ((((int)threadIdx.x) & 3) * 8);
+  int cse_v15 = ((((int)threadIdx.x) >> 3) * 3072);
+  int cse_v16 = ((((int)threadIdx.x) & 7) * 8);
+  for (int ax0_ax1_fused_0 = 0; ax0_ax1_fused_0 < 4; ++ax0_ax1_fused_0) {
+    ptx_cp_async_legacy_cg_16_2_2(A_shared_ptr, ((((ax0_ax1_fused_0 * 1024) + (((int)threadIdx.y) * 512)) + (((int)threadIdx.z) * 256)) + (((int)threadIdx.x) * 8)), A_ptr, ((((((((int)blockIdx.y) * 98304) + (ax0_ax1_fused_0 * 24576)) + (((int)threadIdx.y) * 12288)) + (((int)threadIdx.z) * 6144)) + ((((int)threadIdx.x) >> 2) * 768)) + ((((int)threadIdx.x) & 3) * 8)));
+  }
+  for (int ax0_ax1_fused_0_1 = 0; ax0_ax1_fused_0_1 < 2; ++ax0_ax1_fused_0_1) {
+    ptx_cp_async_legacy_cg_16_2_2(B_shared_ptr, ((((ax0_ax1_fused_0_1 * 1024) + (((int)threadIdx.y) * 512)) + (((int)threadIdx.z) * 256)) + (((int)threadIdx.x) * 8)), B_ptr, ((((((ax0_ax1_fused_0_1 * 49152) + (((int)threadIdx.y) * 24576)) + (((int)threadIdx.z) * 12288)) + ((((int)threadIdx.x) >> 3) * 3072)) + (((int)blockIdx.x) * 64)) + ((((int)threadIdx.x) & 7) * 8)));
+  }
+  tvm_builtin_ptx_cp_async_commit_group_async_commit_group();
+  for (int ax0_ax1_fused_0_2 = 0; ax0_ax1_fused_0_2 < 4; ++ax0_ax1_fused_0_2) {
+    ptx_cp_async_legacy_cg_16_2_2(A_shared_ptr, (((((ax0_ax1_fused_0_2 * 1024) + (((int)threadIdx.y) * 512)) + (((int)threadIdx.z) * 256)) + (((int)threadIdx.x) * 8)) + 4096), A_ptr, (((((((((int)blockIdx.y) * 98304) + (ax0_ax1_fused_0_2 * 24576)) + (((int)threadIdx.y) * 12288)) + (((int)threadIdx.z) * 6144)) + ((((int)threadIdx.x) >> 2) * 768)) + ((((int)threadIdx.x) & 3) * 8)) + 32));
+  }
+  for (int ax0_ax1_fused_0_3 = 0; ax0_ax1_fused_0_3 < 2; ++ax0_ax1_fused_0_3) {
+    ptx_cp_async_legacy_cg_16_2_2(B_shared_ptr, (((((ax0_ax1_fused_0_3 * 1024) + (((int)threadIdx.y) * 512)) + (((int)threadIdx.z) * 256)) + (((int)threadIdx.x) * 8)) + 2048), B_ptr, (((((((ax0_ax1_fused_0_3 * 49152) + (((int)threadIdx.y) * 24576)) + (((int)threadIdx.z) * 12288)) + ((((int)threadIdx.x) >> 3) * 3072)) + (((int)blockIdx.x) * 64)) + ((((int)threadIdx.x) & 7) * 8)) + 98304));
+  }
+  tvm_builtin_ptx_cp_async_commit_group_async_commit_group();
+  for (int ax0_ax1_fused_0_4 = 0; ax0_ax1_fused_0_4 < 4; ++ax0_ax1_fused_0_4) {
+    ptx_cp_async_legacy_cg_16_2_2(A_shared_ptr, (((((ax0_ax1_fused_0_4 * 1024) + (((int)threadIdx.y) * 512)) + (((int)threadIdx.z) * 256)) + (((int)threadIdx.x) * 8)) + 8192), A_ptr, (((((((((int)blockIdx.y) * 98304) + (ax0_ax1_fused_0_4 * 24576)) + (((int)threadIdx.y) * 12288)) + (((int)threadIdx.z) * 6144)) + ((((int)threadIdx.x) >> 2) * 768)) + ((((int)threadIdx.x) & 3) * 8)) + 64));
+  }
+  for (int ax0_ax1_fused_0_5 = 0; ax0_ax1_fused_0_5 < 2; ++ax0_ax1_fused_0_5) {
+    ptx_cp_async_legacy_cg_16_2_2(B_shared_ptr, (((((ax0_ax1_fused_0_5 * 1024) + (((int)threadIdx.y) * 512)) + (((int)threadIdx.z) * 256)) + (((int)threadIdx.x) * 8)) + 4096), B_ptr, (((((((ax0_ax1_fused_0_5 * 49152) + (((int)threadIdx.y) * 24576)) + (((int)threadIdx.z) * 12288)) + ((((int)threadIdx.x) >> 3) * 3072)) + (((int)blockIdx.x) * 64)) + ((((int)threadIdx.x) & 7) * 8)) + 196608));
+  }
+  tvm_builtin_ptx_cp_async_commit_group_async_commit_group();
+  int cse_v11 = (((int)threadIdx.y) * 2048);
+  int cse_v12 = (((int)threadIdx.z) * 32);
+  for (int k_0 = 0; k_0 < 21; ++k_0) {
+    int cse_v17 = ((k_0 + 3) & 3);
+    __syncthreads();
+    for (int ax0_ax1_fused_0_6 = 0; ax0_ax1_fused_0_6 < 4; ++ax0_ax1_fused_0_6) {
+      ptx_cp_async_legacy_cg_16_2_2(A_shared_ptr, (((((((k_0 + 3) & 3) * 4096) + (ax0_ax1_fused_0_6 * 1024)) + (((int)threadIdx.y) * 512)) + (((int)threadIdx.z) * 256)) + (((int)threadIdx.x) * 8)), A_ptr, ((((((((((int)blockIdx.y) * 98304) + (ax0_ax1_fused_0_6 * 24576)) + (((int)threadIdx.y) * 12288)) + (((int)threadIdx.z) * 6144)) + ((((int)threadIdx.x) >> 2) * 768)) + (k_0 * 32)) + ((((int)threadIdx.x) & 3) * 8)) + 96));
+    }
+    for (int ax0_ax1_fused_0_7 = 0; ax0_ax1_fused_0_7 < 2; ++ax0_ax1_fused_0_7) {
+      ptx_cp_async_legacy_cg_16_2_2(B_shared_ptr, (((((((k_0 + 3) & 3) * 2048) + (ax0_ax1_fused_0_7 * 1024)) + (((int)threadIdx.y) * 512)) + (((int)threadIdx.z) * 256)) + (((int)threadIdx.x) * 8)), B_ptr, ((((((((k_0 * 98304) + (ax0_ax1_fused_0_7 * 49152)) + (((int)threadIdx.y) * 24576)) + (((int)threadIdx.z) * 12288)) + ((((int)threadIdx.x) >> 3) * 3072)) + (((int)blockIdx.x) * 64)) + ((((int)threadIdx.x) & 7) * 8)) + 294912));
+    }
+    tvm_builtin_ptx_cp_async_commit_group_async_commit_group();
+    int cse_v10 = (k_0 & 3);
+    int cse_v26 = (((k_0 & 3) * 4096) + (((int)threadIdx.y) * 2048));
+    int cse_v27 = (((k_0 & 3) * 2048) + (((int)threadIdx.z) * 32));
+    tvm_builtin_ptx_cp_async_wait_group_async_wait_group_3();
+    __syncthreads();
+    for (int ax0_0 = 0; ax0_0 < 4; ++ax0_0) {
+      nvcuda::wmma::load_matrix_sync(A_shared_wmma_matrix_a_ptr[ax0_0], (&(A_shared_ptr[((((k_0 & 3) * 4096) + (((int)threadIdx.y) * 2048)) + (ax0_0 * 512))])), 32);
+    }
+    for (int ax1_0 = 0; ax1_0 < 2; ++ax1_0) {
+      nvcuda::wmma::load_matrix_sync(B_shared_wmma_matrix_b_ptr[ax1_0], (&(B_shared_ptr[((((k_0 & 3) * 2048) + (((int)threadIdx.z) * 32)) + (ax1_0 * 16))])), 64);
+    }
+    for (int ax0_0_1 = 0; ax0_0_1 < 4; ++ax0_0_1) {
+      nvcuda::wmma::load_matrix_sync(A_shared_wmma_matrix_a_ptr[(ax0_0_1 + 4)], (&(A_shared_ptr[(((((k_0 & 3) * 4096) + (((int)threadIdx.y) * 2048)) + (ax0_0_1 * 512)) + 16)])), 32);
+    }
+    for (int ax1_0_1 = 0; ax1_0_1 < 2; ++ax1_0_1) {
+      nvcuda::wmma::load_matrix_sync(B_shared_wmma_matrix_b_ptr[(ax1_0_1 + 2)], (&(B_shared_ptr[(((((k_0 & 3) * 2048) + (((int)threadIdx.z) * 32)) + (ax1_0_1 * 16)) + 1024)])), 64);
+    }
+    for (int i_2 = 0; i_2 < 4; ++i_2) {
+      for (int j_2 = 0; j_2 < 2; ++j_2) {
+        int cse_v18 = ((i_2 * 2) + j_2);
+        nvcuda::wmma::mma_sync(C_wmma_accumulator_ptr[((i_2 * 2) + j_2)], A_shared_wmma_matrix_a_ptr[i_2], B_shared_wmma_matrix_b_ptr[j_2], C_wmma_accumulator_ptr[((i_2 * 2) + j_2)]);
+      }
+    }
+    for (int i_2_1 = 0; i_2_1 < 4; ++i_2_1) {
+      for (int j_2_1 = 0; j_2_1 < 2; ++j_2_1) {
+        int cse_v19 = ((i_2_1 * 2) + j_2_1);
+        nvcuda::wmma::mma_sync(C_wmma_accumulator_ptr[((i_2_1 * 2) + j_2_1)], A_shared_wmma_matrix_a_ptr[(i_2_1 + 4)], B_shared_wmma_matrix_b_ptr[(j_2_1 + 2)], C_wmma_accumulator_ptr[((i_2_1 * 2) + j_2_1)]);
+      }
+    }
+  }
+  tvm_builtin_ptx_cp_async_wait_group_async_wait_group_2();
+  __syncthreads();
+  for (int ax0_0_2 = 0; ax0_0_2 < 4; ++ax0_0_2) {
+    nvcuda::wmma::load_matrix_sync(A_shared_wmma_matrix_a_ptr[ax0_0_2], (&(A_shared_ptr[(((((int)threadIdx.y) * 2048) + (ax0_0_2 * 512)) + 4096)])), 32);
+  }
+  for (int ax1_0_2 = 0; ax1_0_2 < 2; ++ax1_0_2) {
+    nvcuda::wmma::load_matrix_sync(B_shared_wmma_matrix_b_ptr[ax1_0_2], (&(B_shared_ptr[(((((int)threadIdx.z) * 32) + (ax1_0_2 * 16)) + 2048)])), 64);
+  }
+  for (int ax0_0_3 = 0; ax0_0_3 < 4; ++ax0_0_3) {
+    nvcuda::wmma::load_matrix_sync(A_shared_wmma_matrix_a_ptr[(ax0_0_3 + 4)], (&(A_shared_ptr[(((((int)threadIdx.y) * 2048) + (ax0_0_3 * 512)) + 4112)])), 32);
+  }
+  for (int ax1_0_3 = 0; ax1_0_3 < 2; ++ax1_0_3) {
+    nvcuda::wmma::load_matrix_sync(B_shared_wmma_matrix_b_ptr[(ax1_0_3 + 2)], (&(B_shared_ptr[(((((int)threadIdx.z) * 32) + (ax1_0_3 * 16)) + 3072)])), 64);
+  }
+  for (int i_2_2 = 0; i_2_2 < 4; ++i_2_2) {
+    for (int j_2_2 = 0; j_2_2 < 2; ++j_2_2) {
+      int cse_v20 = ((i_2_2 * 2) + j_2_2);
+      nvcuda::wmma::mma_sync(C_wmma_accumulator_ptr[((i_2_2 * 2) + j_2_2)], A_shared_wmma_matrix_a_ptr[i_2_2], B_shared_wmma_matrix_b_ptr[j_2_2], C_wmma_accumulator_ptr[((i_2_2 * 2) + j_2_2)]);
+    }
+  }
+  for (int i_2_3 = 0; i_2_3 < 4; ++i_2_3) {
+    for (int j_2_3 = 0; j_2_3 < 2; ++j_2_3) {
+      int cse_v21 = ((i_2_3 * 2) + j_2_3);
+      nvcuda::wmma::mma_sync(C_wmma_accumulator_ptr[((i_2_3 * 2) + j_2_3)], A_shared_wmma_matrix_a_ptr[(i_2_3 + 4)], B_shared_wmma_matrix_b_ptr[(j_2_3 + 2)], C_wmma_accumulator_ptr[((i_2_3 * 2) + j_2_3)]);
+    }
+  }
+  tvm_builtin_ptx_cp_async_wait_group_async_wait_group_1();
+  __syncthreads();
+  for (int ax0_0_4 = 0; ax0_0_4 < 4; ++ax0_0_4) {
+    nvcuda::wmma::load_matrix_sync(A_shared_wmma_matrix_a_ptr[ax0_0_4], (&(A_shared_ptr[(((((int)threadIdx.y) * 2048) + (ax0_0_4 * 512)) + 8192)])), 32);
+  }
+  for (int ax1_0_4 = 0; ax1_0_4 < 2; ++ax1_0_4) {
+    nvcuda::wmma::load_matrix_sync(B_shared_wmma_matrix_b_ptr[ax1_0_4], (&(B_shared_ptr[(((((int)threadIdx.z) * 32) + (ax1_0_4 * 16)) + 4096)])), 64);
+  }
+  for (int ax0_0_5 = 0; ax0_0_5 < 4; ++ax0_0_5) {
+    nvcuda::wmma::load_matrix_sync(A_shared_wmma_matrix_a_ptr[(ax0_0_5 + 4)], (&(A_shared_ptr[(((((int)threadIdx.y) * 2048) + (ax0_0_5 * 512)) + 8208)])), 32);
+  }
+  for (int ax1_0_5 = 0; ax1_0_5 < 2; ++ax1_0_5) {
+    nvcuda::wmma::load_matrix_sync(B_shared_wmma_matrix_b_ptr[(ax1_0_5 + 2)], (&(B_shared_ptr[(((((int)threadIdx.z) * 32) + (ax1_0_5 * 16)) + 5120)])), 64);
+  }
+  for (int i_2_4 = 0; i_2_4 < 4; ++i_2_4) {
+    for (int j_2_4 = 0; j_2_4 < 2; ++j_2_4) {
+      int cse_v22 = ((i_2_4 * 2) + j_2_4);
+      nvcuda::wmma::mma_sync(C_wmma_accumulator_ptr[((i_2_4 * 2) + j_2_4)], A_shared_wmma_matrix_a_ptr[i_2_4], B_shared_wmma_matrix_b_ptr[j_2_4], C_wmma_accumulator_ptr[((i_2_4 * 2) + j_2_4)]);
+    }
+  }
+  for (int i_2_5 = 0; i_2_5 < 4; ++i_2_5) {
+    for (int j_2_5 = 0; j_2_5 < 2; ++j_2_5) {
+      int cse_v23 = ((i_2_5 * 2) + j_2_5);
+      nvcuda::wmma::mma_sync(C_wmma_accumulator_ptr[((i_2_5 * 2) + j_2_5)], A_shared_wmma_matrix_a_ptr[(i_2_5 + 4)], B_shared_wmma_matrix_b_ptr[(j_2_5 + 2)], C_wmma_accumulator_ptr[((i_2_5 * 2) + j_2_5)]);
+    }
+  }
+  tvm_builtin_ptx_cp_async_wait_group_async_wait_group_0();
+  __syncthreads();
+  for (int ax0_0_6 = 0; ax0_0_6 < 4; ++ax0_0_6) {
+    nvcuda::wmma::load_matrix_sync(A_shared_wmma_matrix_a_ptr[ax0_0_6], (&(A_shared_ptr[(((((int)threadIdx.y) * 2048) + (ax0_0_6 * 512)) + 12288)])), 32);
+  }
+  for (int ax1_0_6 = 0; ax1_0_6 < 2; ++ax1_0_6) {
+    nvcuda::wmma::load_matrix_sync(B_shared_wmma_matrix_b_ptr[ax1_0_6], (&(B_shared_ptr[(((((int)threadIdx.z) * 32) + (ax1_0_6 * 16)) + 6144)])), 64);
+  }
+  for (int ax0_0_7 = 0; ax0_0_7 < 4; ++ax0_0_7) {
+    nvcuda::wmma::load_matrix_sync(A_shared_wmma_matrix_a_ptr[(ax0_0_7 + 4)], (&(A_shared_ptr[(((((int)threadIdx.y) * 2048) + (ax0_0_7 * 512)) + 12304)])), 32);
+  }
+  for (int ax1_0_7 = 0; ax1_0_7 < 2; ++ax1_0_7) {
+    nvcuda::wmma::load_matrix_sync(B_shared_wmma_matrix_b_ptr[(ax1_0_7 + 2)], (&(B_shared_ptr[(((((int)threadIdx.z) * 32) + (ax1_0_7 * 16)) + 7168)])), 64);
+  }
+  for (int i_2_6 = 0; i_2_6 < 4; ++i_2_6) {
+    for (int j_2_6 = 0; j_2_6 < 2; ++j_2_6) {
+      int cse_v24 = ((i_2_6 * 2) + j_2_6);
+      nvcuda::wmma::mma_sync(C_wmma_accumulator_ptr[((i_2_6 * 2) + j_2_6)], A_shared_wmma_matrix_a_ptr[i_2_6], B_shared_wmma_matrix_b_ptr[j_2_6], C_wmma_accumulator_ptr[((i_2_6 * 2) + j_2_6)]);
+    }
+  }
+  for (int i_2_7 = 0; i_2_7 < 4; ++i_2_7) {
+    for (int j_2_7 = 0; j_2_7 < 2; ++j_2_7) {
+      int cse_v25 = ((i_2_7 * 2) + j_2_7);
+      nvcuda::wmma::mma_sync(C_wmma_accumulator_ptr[((i_2_7 * 2) + j_2_7)], A_shared_wmma_matrix_a_ptr[(i_2_7 + 4)], B_shared_wmma_matrix_b_ptr[(j_2_7 + 2)], C_wmma_accumulator_ptr[((i_2_7 * 2) + j_2_7)]);
+    }
+  }
+  for (int ax0_0_8 = 0; ax0_0_8 < 4; ++ax0_0_8) {
+    for (int ax1_0_8 = 0; ax1_0_8 < 2; ++ax1_0_8) {
+      nvcuda::wmma::store_matrix_sync((&(C_ptr[((((((((int)blockIdx.y) * 393216) + (((int)threadIdx.y) * 196608)) + (ax0_0_8 * 49152)) + (((int)blockIdx.x) * 64)) + (((int)threadIdx.z) * 32)) + (ax1_0_8 * 16))])), C_wmma_accumulator_ptr[((ax0_0_8 * 2) + ax1_0_8)], 3072, nvcuda::wmma::mem_row_major);
+    }
+  }
+}
+
