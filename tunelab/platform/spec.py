@@ -82,7 +82,16 @@ class SearchSpec(_NoBoolNumbers):
         "the analytical model alone, or XGBoost alone",
     )
     explore: float = Field(
-        0.1, ge=0, le=1, description="model strategy: share of each batch picked at random"
+        0.1,
+        ge=0,
+        le=1,
+        description="model strategy: share of a batch picked at random after a batch that "
+        "found nothing better",
+    )
+    warm_start: bool | None = Field(
+        None,
+        description="model strategy: learn from the trials other workloads of this kind "
+        "recorded on the same kind of target (default: on for combined and xgboost)",
     )
 
     @field_validator("strategy")

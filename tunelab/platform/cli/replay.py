@@ -25,6 +25,10 @@ def replay_run(
     seed: Annotated[int, typer.Option(help="Seed of random choices.")] = 0,
     batch: Annotated[int, typer.Option(help="Candidates per batch.")] = 8,
     budget: Annotated[int | None, typer.Option(help="Trials in all (default: all).")] = None,
+    prior: Annotated[
+        list[str] | None,
+        typer.Option(help="Another workload's sweep to warm-start the model from (repeatable)."),
+    ] = None,
     record: Annotated[
         bool, typer.Option("--record", help="Store the replay as a job (for the dashboard).")
     ] = False,
@@ -32,7 +36,8 @@ def replay_run(
 ) -> None:
     """Run a strategy against recorded measurements: no device, same answers every time.
 
-    Prints the trials it needed to reach 99% of the sweep's best and what it found.
+    Prints the trials it needed to reach 99% of the sweep's best and what it found. With
+    `--prior`, the model strategy warm-starts from those sweeps (other workloads only).
     """
     from tunelab.platform.search.replay import load_sweep, record_replay, replay
     from tunelab.platform.spec import SearchSpec
@@ -40,13 +45,15 @@ def replay_run(
     from tunelab.units import fmt_seconds
 
     def go() -> None:
-        engine = get_engine(db) if (record or source.isdigit()) else None
+        by_id = source.isdigit() or any(p.isdigit() for p in prior or [])
+        engine = get_engine(db) if (record or by_id) else None
         sweep = load_sweep(source, engine)
         search = SearchSpec.model_validate({
             "strategy": strategy, "cost_model": cost_model, "seed": seed,
             "batch_size": batch, "budget": budget,
         })  # fmt: skip
-        result = replay(sweep, search)
+        priors = [load_sweep(p, engine) for p in prior or []]
+        result = replay(sweep, search, priors=priors)
         best = sweep.best()
         found = min(result.best_so_far(), default=float("inf"))
         reach = result.trials_to_reach(best / 0.99)

@@ -33,6 +33,7 @@ from tunelab.platform.kinds import JobKind, candidate_key, get_kind
 from tunelab.platform.objectives import better
 from tunelab.platform.outage import DatabaseOutage, Outage
 from tunelab.platform.recorder import Recorder
+from tunelab.platform.search.priors import PriorTrial, read_priors
 from tunelab.platform.search.space import as_space
 from tunelab.platform.search.strategies import SearchStrategy, make_strategy
 from tunelab.platform.spec import JobSpec, parse_spec
@@ -135,6 +136,12 @@ class JobRunner:
             self.outage.retry(finish, status)
         return status
 
+    def _priors(self, kind: JobKind) -> list[PriorTrial]:
+        """Other workloads' trials for a strategy that warm-starts (read only if it does)."""
+        priors = read_priors(self.engine, self.job_id, kind)
+        log.info("job %s: warm start from %d trials of other workloads", self.job_id, len(priors))
+        return priors
+
     def _run(self, spec: JobSpec, kind: JobKind, retry_failed: bool = False) -> JobStatus:
         context = DriverContext(self.engine, self.job_id, spec.measure.keep_checkpoints)
         space = as_space(kind.space(spec))
@@ -142,6 +149,7 @@ class JobRunner:
             strategy = make_strategy(
                 space, spec.search, lambda p: kind.model_features(spec, p), kind=kind,
                 direction=kind.primary().direction, context=context,
+                priors=functools.partial(self._priors, kind),
             )  # fmt: skip
         except ValueError as exc:
             raise JobError(str(exc)) from None

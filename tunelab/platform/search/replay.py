@@ -4,7 +4,14 @@ A sweep is a job that measured its whole space. Replaying a strategy against it 
 the same candidates the recorded latencies, so strategies are compared offline,
 deterministically and in seconds. A sweep is read from the database (a job id) or from
 a file written by `save_sweep` (JSON, optionally gzipped: the job's spec and one row
-per trial), which is how the committed sweeps under `bench/data/` travel.
+per trial, with every timed repeat), which is how the committed sweeps under
+`bench/data/` travel.
+
+A sweep replays over the candidates it recorded (in grid order), not over whatever the
+kind's space is today: a sweep recorded before the space changed still replays, and a
+strategy that asks for a candidate the sweep lacks gets a ReplayError saying so. Other
+sweeps of the same kind can be given as priors (a warm start: see `priors.py`); never
+the replayed workload itself.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +27,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tunelab.platform import jobs
-from tunelab.platform.kinds import candidate_key, get_kind
+from tunelab.platform.kinds import candidate_key, canonical_json, get_kind
+from tunelab.platform.noise import TIE_TOLERANCE, ratio_ci
 from tunelab.platform.recorder import Recorder
+from tunelab.platform.search.priors import PriorTrial, target_family
+from tunelab.platform.search.space import ListSpace, Space, as_space
 from tunelab.platform.search.strategies import Prediction, make_strategy
 from tunelab.platform.spec import JobSpec, SearchSpec, parse_spec
 from tunelab.schema.models import JobStatus, TrialStatus
@@ -44,6 +55,74 @@ class Sweep:
             raise ReplayError(f"{self.source}: candidate {key} was not measured in the sweep")
         t = self.trials[key]
         return t["latency_s"] if t["status"] == "ok" else None
+
+    def candidates(self) -> list[dict[str, Any]]:
+        """The searched (non-baseline) candidates the sweep recorded, in grid order: by
+        each parameter's sorted values, the first parameter varying slowest (the kind's
+        own order for a product space), whatever order they were recorded in."""
+        params = [t["params"] for t in self.trials.values() if "baseline" not in t["params"]]
+        names = list(dict.fromkeys(n for p in params for n in p))
+        rank: dict[str, dict[str, int]] = {}
+        for name in names:
+            values = {canonical_json(p[name]): p[name] for p in params if name in p}
+            try:
+                ordered = sorted(values, key=lambda v: values[v])
+            except TypeError:  # values of mixed types: their JSON text
+                ordered = sorted(values)
+            rank[name] = {v: i for i, v in enumerate(ordered)}
+        return sorted(
+            params,
+            key=lambda p: tuple(rank[n][canonical_json(p[n])] if n in p else -1 for n in names),
+        )
+
+    def space(self) -> ListSpace:
+        """The sweep's candidates as the space a replay searches."""
+        return ListSpace(self.candidates())
+
+    def repeats(self, key: str) -> list[float] | None:
+        """Every timed repeat of a candidate, if the sweep kept them."""
+        return self.trials[key].get("latencies_s") or None
+
+    def tied_with_best(self) -> set[str]:
+        """Candidates a strategy may stop at: the best and those tied with it under the
+        noise-aware winner's test (`noise.decide`): medians at most 1% apart and, where
+        the sweep kept every repeat, a 95% bootstrap interval of the ratio of medians
+        that contains 1.0. Without repeats, medians within 1%."""
+        best = self.best()
+        searched = {
+            k: v for k, t in self.trials.items()
+            if "baseline" not in t["params"] and (v := self.latency(k)) is not None
+        }  # fmt: skip
+        leader = min((k for k, v in searched.items() if v == best), key=str)
+        out = {leader}
+        close = sorted(
+            (k for k, v in searched.items() if v / best - 1 <= TIE_TOLERANCE and k != leader),
+            key=lambda k: (searched[k], k),
+        )
+        for i, key in enumerate(close):
+            mine, theirs = self.repeats(key), self.repeats(leader)
+            if mine and theirs and len(mine) > 1 and len(theirs) > 1:
+                lo, hi = ratio_ci(mine, theirs, seed=i + 1)
+                if not lo <= 1.0 <= hi:
+                    continue
+            out.add(key)
+        return out
+
+    def priors(self) -> list[PriorTrial]:
+        """This sweep's successful trials as prior trials for another workload's search."""
+        kind = get_kind(self.spec.kind)
+        out = []
+        for key in (candidate_key(p) for p in self.candidates()):
+            value = self.latency(key)
+            if value is not None and value > 0:
+                params = self.trials[key]["params"]
+                features = kind.model_features(self.spec, params)
+                out.append(PriorTrial(self.source, params, features, value))
+        return out
+
+    def target_kind(self) -> str:
+        """The sweep's kind of target (`cuda`, `llvm`), as priors are matched by."""
+        return target_family(get_kind(self.spec.kind).describe_target(self.spec))
 
     def best(self) -> float:
         """The best searched (non-baseline) latency of the sweep."""
@@ -134,16 +213,64 @@ class ReplayResult:
                 return i + 1
         return None
 
+    def trials_to_find(self, keys: set[str]) -> int | None:
+        """1-based trial at which one of `keys` (e.g. `Sweep.tied_with_best`) is measured."""
+        for i, key in enumerate(self.keys):
+            if key in keys:
+                return i + 1
+        return None
 
-def replay(sweep: Sweep, search: SearchSpec | dict[str, Any]) -> ReplayResult:
-    """Run a strategy against a sweep: the driver loop without Ray, a batch at a time."""
+
+def check_priors(sweep: Sweep, others: list[Sweep]) -> None:
+    """ReplayError unless every prior sweep is another workload of the same kind, on the
+    same kind of target: a replay never learns from the workload it is scored on."""
+    for other in others:
+        if other.spec.kind != sweep.spec.kind or other.target_kind() != sweep.target_kind():
+            raise ReplayError(
+                f"{other.source}: a {other.spec.kind} sweep on {other.target_kind()} cannot "
+                f"warm-start a {sweep.spec.kind} search on {sweep.target_kind()}"
+            )
+        if canonical_json(other.spec.workload) == canonical_json(sweep.spec.workload):
+            raise ReplayError(
+                f"{other.source}: measures the replayed workload itself; priors must come "
+                "from other workloads"
+            )
+
+
+def replay(
+    sweep: Sweep,
+    search: SearchSpec | dict[str, Any],
+    *,
+    priors: list[Sweep] | None = None,
+    space: Space | list[dict[str, Any]] | None = None,
+    until: Callable[[ReplayResult], bool] | None = None,
+) -> ReplayResult:
+    """Run a strategy against a sweep: the driver loop without Ray, a batch at a time.
+
+    It searches the sweep's own candidates unless `space` is given (e.g. the kind's space
+    today), which the sweep must cover. `priors`: other workloads' sweeps, handed to a
+    strategy that warm-starts as the driver hands it the database's prior trials.
+    `until`: stop after the first batch for which it returns True."""
     if isinstance(search, dict):
         search = SearchSpec.model_validate({**sweep.spec.search.model_dump(), **search})
     spec = sweep.spec.model_copy(update={"search": search})
     kind = get_kind(spec.kind)
+    if space is None:
+        space = sweep.space()
+    else:
+        space = as_space(space)
+        missing = [space.params(i) for i in range(len(space)) if space.key(i) not in sweep.trials]
+        if missing:
+            raise ReplayError(
+                f"{sweep.source}: {len(missing)} of the {len(space)} candidates to search were "
+                f"not measured in the sweep (e.g. {canonical_json(missing[0])}); was it "
+                "recorded over another space? Replay over the sweep's own candidates instead"
+            )
+    check_priors(sweep, priors or [])
     strategy = make_strategy(
-        kind.space(spec), search, lambda p: kind.model_features(spec, p), kind=kind,
+        space, search, lambda p: kind.model_features(spec, p), kind=kind,
         direction=kind.primary().direction,
+        priors=lambda: [t for other in priors or [] for t in other.priors()],
     )  # fmt: skip
     result = ReplayResult(
         search.strategy + (f"/{search.cost_model}" if search.strategy == "model" else ""),
@@ -160,6 +287,8 @@ def replay(sweep: Sweep, search: SearchSpec | dict[str, Any]) -> ReplayResult:
             result.latencies.append(seconds)
             result.predictions.append(strategy.prediction(key))
             done.add(key)
+        if until is not None and until(result):
+            return result
         for key, seconds in answers:  # the batch is measured together, then the model learns
             strategy.tell(key, seconds)
 

@@ -21,19 +21,20 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 from pydantic import BaseModel
 
-from tunelab.platform.search.cost_model import ANALYTICAL
+from tunelab.platform.search.cost_model import ANALYTICAL, relative_to_best
 from tunelab.platform.search.space import ListSpace, Space, as_space
 from tunelab.schema.models import Direction
 
 if TYPE_CHECKING:
     from tunelab.platform.kinds import JobKind
+    from tunelab.platform.search.priors import PriorTrial
     from tunelab.platform.spec import SearchSpec
 
 Featurize = Callable[[dict[str, Any]], "dict[str, float] | None"]
@@ -88,12 +89,14 @@ class SearchStrategy(ABC):
         *,
         direction: Direction | str = Direction.minimize,
         context: StrategyContext | None = None,
+        priors: Sequence[PriorTrial] = (),
     ) -> None:
         self.space = as_space(space)
         self.search = search
         self.featurize = featurize
         self.direction = Direction(direction)
         self.context = context
+        self.priors = list(priors)
         self.options = search.options_for(self.name, self.options_model)
         self._index: dict[str, int] | None = None
         self._features: dict[int, dict[str, float] | None] = {}  # computed when asked
@@ -101,6 +104,12 @@ class SearchStrategy(ABC):
         self.observed: dict[str, float | None] = {}
 
     # -- what the driver calls ------------------------------------------------------
+
+    @classmethod
+    def wants_priors(cls, search: SearchSpec) -> bool:
+        """Whether this search learns from other workloads' trials (`priors`): only then
+        does the driver read them and pass them to the constructor."""
+        return False
 
     @property
     def total(self) -> int:
@@ -216,13 +225,26 @@ def _distinct_draws(rng: np.random.Generator, size: int) -> Iterator[int]:
 
 
 class ModelStrategy(SearchStrategy):
-    """Each batch: the candidates the cost model ranks best, plus `explore` at random.
+    """Each batch: the candidates the cost model ranks best, half of them among the
+    neighbours of the best measured so far, plus `explore` at random after a batch that
+    found nothing better.
 
     `cost_model: analytical` ranks by the kind's analytical prediction alone and never
     retrains; `xgboost` fits XGBoost to the knobs alone (random until it has data);
     `combined` fits XGBoost to the knobs, derived quantities and the log of the
     analytical prediction, ranking by the analytical model until the first fit. The
-    model is refitted whenever a batch worth of new measurements has arrived.
+    model is refitted whenever a batch worth of new measurements has arrived. Once a
+    learned model has a best candidate, `EXPLOIT` of each batch are the best-ranked
+    candidates that differ from it in one parameter (good ones cluster).
+
+    Warm start (`warm_start`, on by default for combined and xgboost): given other
+    workloads' trials (`priors`), the model learns costs relative to each workload's best
+    (log seconds minus the group's best log seconds; the analytical prediction likewise
+    relative to the group's best prediction), so what it learnt transfers. It ranks the
+    first batch before anything of this job is measured (combined: alternating with the
+    analytical ranking, so a good analytical model is never overruled by another
+    workload's habits) and refits as this job's trials arrive, each weighted
+    `OWN_WEIGHT` times a prior trial.
 
     The model ranks a pool: the whole space when it is listable, else a seeded random
     sample of `POOL` candidates (plus those recorded before a resume), grown by another
@@ -232,6 +254,13 @@ class ModelStrategy(SearchStrategy):
     name = "model"
     MIN_FIT = 4
     POOL = 8192
+    ROUNDS = 30  # trees per fit
+    OWN_WEIGHT = 10.0
+    EXPLOIT = 0.5
+
+    @classmethod
+    def wants_priors(cls, search: SearchSpec) -> bool:
+        return search.cost_model != "analytical" and search.warm_start is not False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -242,6 +271,7 @@ class ModelStrategy(SearchStrategy):
             raise ValueError("this job kind has no performance model; use cost_model: xgboost")
         from tunelab.platform.search.cost_model import XGBCostModel
 
+        self.warm = bool(self.priors) and self.wants_priors(search)
         self.full = self.space.listable()
         self._sampler = None if self.full else _distinct_draws(
             np.random.default_rng([search.seed, 1]), len(self.space)
@@ -249,9 +279,10 @@ class ModelStrategy(SearchStrategy):
         self.pool: list[dict[str, Any]] = []
         self.pool_space = self.space if self.full else ListSpace(self.pool)
         self._grow([] if self.full else self._sample(self.POOL))
-        self.model = XGBCostModel(seed=search.seed)
-        self.fitted_on = 0
+        self.model = XGBCostModel(seed=search.seed, rounds=self.ROUNDS)
+        self.fitted_on = -1
         self.rng = np.random.default_rng(search.seed)
+        self._incumbent: float | None = None  # the best value when last asked
 
     def _sample(self, n: int) -> list[dict[str, Any]]:
         assert self._sampler is not None
@@ -262,10 +293,20 @@ class ModelStrategy(SearchStrategy):
                 break
         return out
 
+    def _rows(
+        self, features: list[dict[str, float] | None], params: list[dict[str, Any]]
+    ) -> list[dict[str, float] | None]:
+        """What the model sees of each candidate: the knobs alone (xgboost), or the
+        kind's features with its analytical prediction."""
+        if self.search.cost_model == "xgboost":
+            return [{k: float(v) for k, v in p.items() if isinstance(v, int | float)}
+                    for p in params]  # fmt: skip
+        return features
+
     def _grow(self, new: list[dict[str, Any]]) -> None:
         """Add candidates to a sampled pool and (re)compute the pool's features (a
         listable space is its own pool)."""
-        from tunelab.platform.search.cost_model import feature_matrix
+        from tunelab.platform.search.cost_model import feature_matrix, feature_names
 
         if not self.full:
             self.pool.extend(new)
@@ -275,24 +316,29 @@ class ModelStrategy(SearchStrategy):
         space = self.pool_space
         self.keys = [space.key(i) for i in range(len(space))]
         features = [self.pool_features(i) for i in range(len(space))]  # every one is ranked
-        if self.search.cost_model == "xgboost":  # the knobs alone
-            knobs = [
-                {k: float(v) for k, v in space.params(i).items() if isinstance(v, int | float)}
-                for i in range(len(space))
-            ]
-            self.x = feature_matrix(knobs, with_analytical=False)
-        else:
-            self.x = feature_matrix(features, with_analytical=True)
+        rows = self._rows(features, [space.params(i) for i in range(len(space))])
         analytical = [f.get(ANALYTICAL) if f else None for f in features]
         self.analytical = np.array([a if a and math.isfinite(a) else np.inf for a in analytical])
-        # Combined: the trees learn the analytical model's error (its log is the base
-        # margin) as well as seeing the prediction as a feature.
+        with_analytical = self.search.cost_model != "xgboost"
         self.base: np.ndarray | None = None
+        if not self.warm:
+            self.x = feature_matrix(rows, with_analytical=with_analytical)
+            # Combined: the trees learn the analytical model's error (its log is the base
+            # margin) as well as seeing the prediction as a feature.
+            if self.search.cost_model == "combined":
+                self.base = _fill(np.log(self.analytical))
+            return
+        # Warm: the priors' columns are the pool's; the analytical prediction is taken
+        # relative to its group's best prediction (the pool is this job's group).
+        names = feature_names(rows)
+        prior_rows = self._rows([t.features for t in self.priors], [t.params for t in self.priors])
+        groups = [t.group for t in self.priors]
+        self.x = feature_matrix(rows, with_analytical, names, relative=[""] * len(rows))
+        self.prior_x = feature_matrix(prior_rows, with_analytical, names, relative=groups)
+        self.prior_y = relative_to_best(np.log([t.value for t in self.priors]), groups)
+        self.prior_base: np.ndarray | None = None
         if self.search.cost_model == "combined":
-            logs = np.log(self.analytical)
-            finite = logs[np.isfinite(logs)]
-            fill = float(finite.max()) + 1.0 if len(finite) else 0.0
-            self.base = np.where(np.isfinite(logs), logs, fill)
+            self.base, self.prior_base = _fill(self.x[:, -1]), _fill(self.prior_x[:, -1])
 
     def pool_features(self, i: int) -> dict[str, float] | None:
         if i not in self._features:
@@ -315,25 +361,51 @@ class ModelStrategy(SearchStrategy):
             self._grow([params])
         self.observed[key] = value
 
+    def _targets(self, measured: list[tuple[int | None, float | None]]) -> np.ndarray:
+        """Log seconds of this job's trials (failed ones: slower than anything measured);
+        warm, relative to the best measured so far."""
+        ok = [v for _, v in measured if v is not None and v > 0]
+        worst = math.log(max(ok)) + 1.0 if ok else 0.0
+        y = np.array([math.log(v) if v else worst for _, v in measured])
+        return y - math.log(min(ok)) if self.warm and ok else y
+
+    def _due(self, measured: int) -> bool:
+        """Whether to refit: never fitted, or a batch worth of new measurements."""
+        return self.fitted_on < 0 or measured - self.fitted_on >= min(self.search.batch_size, 8)
+
     def _scores(self) -> tuple[np.ndarray, str, int] | None:
         """Predicted seconds for every pooled candidate, the model and its version;
         None: random."""
         measured = [(self.index_of(k), v) for k, v in self.observed.items()]
-        if self.search.cost_model != "analytical" and len(measured) >= self.MIN_FIT:
-            if (
-                len(measured) - self.fitted_on >= min(self.search.batch_size, 8)
-                or not self.fitted_on
-            ):
-                ok = [v for _, v in measured if v is not None and v > 0]
-                worst = math.log(max(ok)) + 1.0 if ok else 0.0
-                y = np.array([math.log(v) if v else worst for _, v in measured])
-                rows = [i for i, _ in measured]
+        rows = [i for i, _ in measured]
+        cost_model = self.search.cost_model
+        if self.warm:
+            if self._due(len(measured)):
+                own = np.full(len(rows), self.OWN_WEIGHT)
+                base = None
+                if self.base is not None and self.prior_base is not None:
+                    base = np.concatenate([self.prior_base, self.base[rows]])
+                self.model.fit(
+                    np.vstack([self.prior_x, self.x[rows]]),
+                    np.concatenate([self.prior_y, self._targets(measured)]),
+                    base, weight=np.concatenate([np.ones(len(self.prior_y)), own]),
+                )  # fmt: skip
+                self.fitted_on = len(measured)
+            # Relative log seconds, anchored at this job's best (before any, the best
+            # analytical prediction) so that they read as seconds.
+            relative = self.model.predict(self.x, self.base)
+            ok = [v for _, v in measured if v is not None and v > 0]
+            finite = self.analytical[np.isfinite(self.analytical)]
+            anchor = math.log(min(ok)) if ok else math.log(finite.min()) if len(finite) else 0.0
+            return np.exp(relative + anchor), f"xgboost-{cost_model}-warm", self.model.version
+        if cost_model != "analytical" and len(measured) >= self.MIN_FIT:
+            if self._due(len(measured)):
                 base = self.base[rows] if self.base is not None else None
-                self.model.fit(self.x[rows], y, base)
+                self.model.fit(self.x[rows], self._targets(measured), base)
                 self.fitted_on = len(measured)
             scores = np.exp(self.model.predict(self.x, self.base))
-            return scores, f"xgboost-{self.search.cost_model}", self.model.version
-        if self.search.cost_model == "xgboost":
+            return scores, f"xgboost-{cost_model}", self.model.version
+        if cost_model == "xgboost":
             return None
         return self.analytical, "analytical", 0
 
@@ -341,6 +413,48 @@ class ModelStrategy(SearchStrategy):
         return np.array(
             [i for i, k in enumerate(self.keys) if k not in exclude and k not in self.observed]
         )
+
+    def _best(self) -> int | None:
+        """The pool index of the best candidate measured so far."""
+        ok = [(v, k) for k, v in self.observed.items() if v is not None and v > 0]
+        return self.index_of(min(ok)[1]) if ok else None
+
+    def _neighbours(self, best: int, ranked: np.ndarray) -> list[int]:
+        """The `ranked` candidates that differ from candidate `best` in one parameter."""
+        mine = self.pool_space.params(best)
+        out = []
+        for i in ranked:
+            p = self.pool_space.params(int(i))
+            if sum(p.get(k) != v for k, v in mine.items()) == 1:
+                out.append(int(i))
+        return out
+
+    def _choose(self, free: np.ndarray, scores: np.ndarray, n: int) -> list[int]:
+        """The batch: exploitation, the model's ranking, then exploration."""
+        ranked = free[np.argsort(scores[free], kind="stable")]
+        if self.warm and not self.observed and self.search.cost_model == "combined":
+            # Nothing of this job measured: alternate the transferred ranking with the
+            # analytical one (it may know this workload better than the priors do).
+            by_analytical = free[np.argsort(self.analytical[free], kind="stable")]
+            both = zip(by_analytical, ranked, strict=True)
+            ranked = np.array(list(dict.fromkeys(int(i) for pair in both for i in pair)))
+        incumbent = min((v for v in self.observed.values() if v), default=None)
+        # Explore only after a batch that found nothing better: while the model keeps
+        # improving on the best, following it is what finds the best soonest.
+        stalled = bool(self.observed) and incumbent == self._incumbent
+        self._incumbent = incumbent
+        n_explore = min(len(free), round(self.search.explore * n)) if stalled else 0
+        chosen: list[int] = []
+        best = self._best()
+        if self.search.cost_model != "analytical" and best is not None:
+            chosen = self._neighbours(best, ranked)[: round(self.EXPLOIT * (n - n_explore))]
+        taken = set(chosen)
+        chosen += [int(i) for i in ranked if int(i) not in taken][: n - n_explore - len(chosen)]
+        rest = np.setdiff1d(free, chosen)
+        if n_explore and len(rest):
+            chosen += [int(i) for i in self.rng.choice(rest, size=min(n_explore, len(rest)),
+                                                       replace=False)]  # fmt: skip
+        return chosen
 
     def ask(self, n: int, exclude: set[str]) -> list[tuple[str, dict[str, Any]]]:
         planned = sum(1 for k in exclude | set(self.observed) if self.index_of(k) is not None)
@@ -359,12 +473,7 @@ class ModelStrategy(SearchStrategy):
             scores = None
         else:
             scores, model, version = scored
-            n_explore = min(len(free), round(self.search.explore * n))
-            ranked = free[np.argsort(scores[free], kind="stable")]
-            chosen = list(ranked[: n - n_explore])
-            rest = np.setdiff1d(free, chosen)
-            if n_explore and len(rest):
-                chosen += list(self.rng.choice(rest, size=min(n_explore, len(rest)), replace=False))
+            chosen = self._choose(free, scores, n)
         out = []
         for i in chosen:
             key = self.keys[int(i)]
@@ -372,6 +481,13 @@ class ModelStrategy(SearchStrategy):
                 self.predictions[key] = Prediction(float(scores[int(i)]), model, version)
             out.append((key, self.pool_space.params(int(i))))
         return out
+
+
+def _fill(logs: np.ndarray) -> np.ndarray:
+    """Log predictions with the missing ones (no prediction) worse than any given."""
+    finite = logs[np.isfinite(logs)]
+    fill = float(finite.max()) + 1.0 if len(finite) else 0.0
+    return np.where(np.isfinite(logs), logs, fill)
 
 
 BUILTIN: dict[str, type[SearchStrategy]] = {
@@ -414,7 +530,12 @@ def make_strategy(
     kind: JobKind | None = None,
     direction: Direction | str = Direction.minimize,
     context: StrategyContext | None = None,
+    priors: Callable[[], Sequence[PriorTrial]] | None = None,
 ) -> SearchStrategy:
-    """The strategy a job's search section asks for, over `space`."""
+    """The strategy a job's search section asks for, over `space`. `priors` is called
+    (once) only for a strategy that wants other workloads' trials for this search."""
     cls = get_strategy(search.strategy, kind)
+    if priors is not None and cls.wants_priors(search):
+        return cls(space, search, featurize, direction=direction, context=context,
+                   priors=priors())  # fmt: skip
     return cls(space, search, featurize, direction=direction, context=context)
