@@ -190,6 +190,8 @@ def test_model_job_records_predictions_pipelines_and_the_library_baseline(
     for t in searched:  # what was pipelined, at which level, with how many stages
         levels = {(r["level"], r["stages"]) for r in t.extra["pipelined"]}
         want = {("global->local", t.params["stages"]), ("local->register", t.params["reg_stages"])}
+        if t.params["tile_k"] == 256:  # one k-tile: no loop to pipeline the packed tiles in
+            want = {w for w in want if w[0] != "global->local"}
         assert levels == {w for w in want if w[1] > 1}
     job = jobs.get_job(engine, job_id)
     # The best is the final rounds' winner among the 5 fastest searched (never the baseline).

@@ -58,6 +58,7 @@ __all__ = [
     "Objective",
     "Resources",
     "RunError",
+    "WorkerAccess",
     "WrongResult",
     "available_kinds",
     "candidate_key",
@@ -185,6 +186,34 @@ class EvalContext(ABC):
         """Keep `value` under `key` for every later job of this kind (first writer wins)."""
 
 
+class WorkerAccess:
+    """What the driver hands `JobKind.resolve_spec`: call it with a function to run that
+    function on an evaluation worker (a node that measures) and get its result;
+    `kind_data` / `put_kind_data` read and keep the kind's data in the database as
+    `EvalContext`'s do, so what was learnt about a node (say, its calibration) serves
+    later jobs. Without a database (`get`/`put` None) nothing is kept."""
+
+    def __init__(
+        self,
+        run: Callable[[Callable[[], Any]], Any],
+        get: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+        put: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    ) -> None:
+        self._run, self._get, self._put = run, get, put
+
+    def __call__(self, fn: Callable[[], Any]) -> Any:
+        return self._run(fn)
+
+    def kind_data(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        """This kind's data stored under `key` by any job, if any."""
+        return self._get(key) if self._get is not None else None
+
+    def put_kind_data(self, key: dict[str, Any], value: dict[str, Any]) -> None:
+        """Keep `value` under `key` for every later job of this kind (first writer wins)."""
+        if self._put is not None:
+            self._put(key, value)
+
+
 class JobKind(ABC):
     """The contract between the platform and one kind of work.
 
@@ -214,7 +243,9 @@ class JobKind(ABC):
     def resolve_spec(self, spec: JobSpec, on_worker: Callable[[Callable[[], Any]], Any]) -> JobSpec:
         """Fill in what depends on the evaluation workers (`on_worker(fn)` runs fn on one).
 
-        Runs on the driver once the workers are up, before anything is built."""
+        Runs on the driver once the workers are up, before the search strategy is made
+        (so the model features it ranks by see the resolved spec) and before anything is
+        built. The driver passes a `WorkerAccess`, which also reads and keeps kind data."""
         return spec
 
     def resources(self, spec: JobSpec) -> Resources:

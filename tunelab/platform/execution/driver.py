@@ -24,17 +24,17 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from tunelab.platform import artifacts, jobs
+from tunelab.platform import artifacts, jobs, kind_data
 from tunelab.platform.execution import finals
 from tunelab.platform.execution.assembly import Pending, Result, trial_fields
 from tunelab.platform.execution.chunking import Chunker
 from tunelab.platform.execution.pool import POLL_S, EvalPool, JobError, Worker, connect_ray
-from tunelab.platform.kinds import JobKind, candidate_key, get_kind
+from tunelab.platform.kinds import JobKind, WorkerAccess, candidate_key, get_kind
 from tunelab.platform.objectives import better
 from tunelab.platform.outage import DatabaseOutage, Outage
 from tunelab.platform.recorder import Recorder
 from tunelab.platform.search.priors import PriorTrial, read_priors
-from tunelab.platform.search.space import as_space
+from tunelab.platform.search.space import Space, as_space
 from tunelab.platform.search.strategies import SearchStrategy, make_strategy
 from tunelab.platform.spec import JobSpec, parse_spec
 from tunelab.platform.steps import StepWriter
@@ -145,6 +145,37 @@ class JobRunner:
     def _run(self, spec: JobSpec, kind: JobKind, retry_failed: bool = False) -> JobStatus:
         context = DriverContext(self.engine, self.job_id, spec.measure.keep_checkpoints)
         space = as_space(kind.space(spec))
+        pool: EvalPool | None = None
+        try:
+            if not spec.measure.build_only:
+                # The workers first: what they say (the measuring node's CPU, its
+                # calibration) reaches the model features the strategy ranks by.
+                pool = EvalPool(
+                    kind, kind.resources(spec), f"this {kind.name} job", spec.measure.threads
+                )
+                spec = self._resolve(spec, kind, pool)
+            return self._search(spec, kind, space, context, pool, retry_failed)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+            self.outage.retry(context.steps.flush)
+
+    def _resolve(self, spec: JobSpec, kind: JobKind, pool: EvalPool) -> JobSpec:
+        """The spec as the kind resolves it on a worker, with the kind's data at hand."""
+        access = WorkerAccess(
+            pool.run_on_worker,
+            lambda key: self.outage.retry(kind_data.get, self.engine, kind.name, key),
+            lambda key, value: self.outage.retry(kind_data.put, self.engine, kind.name, key, value),
+        )  # fmt: skip
+        try:
+            return kind.resolve_spec(spec, access)
+        except ValueError as exc:  # known only once the workers are: say so, build nothing
+            raise JobError(str(exc)) from None
+
+    def _search(
+        self, spec: JobSpec, kind: JobKind, space: Space, context: DriverContext,
+        pool: EvalPool | None, retry_failed: bool,
+    ) -> JobStatus:  # fmt: skip
         try:
             strategy = make_strategy(
                 space, spec.search, lambda p: kind.model_features(spec, p), kind=kind,
@@ -171,17 +202,8 @@ class JobRunner:
         if len(done) >= total:
             return JobStatus.completed
 
-        pool: EvalPool | None = None
         state: _LoopState | None = None
         try:
-            if not spec.measure.build_only:
-                pool = EvalPool(
-                    kind, kind.resources(spec), f"this {kind.name} job", spec.measure.threads
-                )
-                try:
-                    spec = kind.resolve_spec(spec, pool.run_on_worker)
-                except ValueError as exc:  # known only once the workers are: say so, build nothing
-                    raise JobError(str(exc)) from None
             state = _LoopState(self, spec, kind, strategy, done, recorder, pool)
             # Progress counts what earlier runs recorded too.
             state.ok = sum(value is not None for _, value, _ in recorded)
@@ -201,10 +223,7 @@ class JobRunner:
         finally:
             if state is not None:
                 state.stop()
-            if pool is not None:
-                pool.shutdown()
             recorder.drain()
-            self.outage.retry(context.steps.flush)
 
 
 @dataclass

@@ -84,23 +84,32 @@ class PipelineSearch(JobKind):
             raise ValueError(why_nothing_fits(spec, wl))
 
     def resolve_spec(self, spec: JobSpec, on_worker: Callable[[Callable[[], Any]], Any]) -> JobSpec:
-        """Build for the CPU the measurements run on, not for whichever node builds; refuse
-        a workload that fits no memory of the measuring node before anything is built."""
-        import psutil
+        """Build for the CPU the measurements run on, not for whichever node builds, and
+        carry that node's calibration (calibrate.py: clock, FLOP/cycle, caches, bandwidth,
+        the threads its measurements use) in the target for the analytical model: measured
+        there once per environment fingerprint and kept as kind data when `on_worker` is
+        the driver's `WorkerAccess`. Refuse a workload that fits no memory of the
+        measuring node before anything is built."""
+        from tunelab.workers.pipeline_search.calibrate import cache_key, cached, calibrate
 
         wl = self.workload_model.model_validate(spec.workload)
-        need, have = bytes_needed(wl), on_worker(lambda: psutil.virtual_memory().total)
+        node = on_worker(measuring_node)
+        need, have = bytes_needed(wl), node["memory"]
         if need > 0.8 * have:
             raise ValueError(
                 f"workload {wl.describe()} needs {need / 2**30:.1f} GiB to measure but the "
                 f"measuring node has {have / 2**30:.1f} GiB: shrink the workload"
             )
-        if spec.target.kind != "llvm" or spec.target.mcpu is not None:
+        target = spec.target
+        if target.kind != "llvm" or (target.mcpu is not None and target.machine is not None):
             return spec
-        from tunelab.workers.pipeline_search.build_llvm import llvm_host_cpu
-
-        target = spec.target.model_copy(update={"mcpu": on_worker(llvm_host_cpu)})
-        return spec.model_copy(update={"target": target})
+        update: dict[str, Any] = {"mcpu": target.mcpu or node["mcpu"]}
+        if target.machine is None:
+            update["machine"] = cached(
+                cache_key(node["fingerprint"]), lambda: on_worker(calibrate),
+                getattr(on_worker, "kind_data", None), getattr(on_worker, "put_kind_data", None),
+            )  # fmt: skip
+        return spec.model_copy(update={"target": target.model_copy(update=update)})
 
     def describe(self, workload: dict[str, Any]) -> str:
         return self.workload_model.model_validate(workload).describe()
@@ -117,7 +126,10 @@ class PipelineSearch(JobKind):
         from tunelab.workers.pipeline_search.perf_model import features
 
         wl = self.workload_model.model_validate(spec.workload)
-        return features(wl.gemm_shape(), params, wl.dtype, spec.target)
+        return features(
+            wl.gemm_shape(), params, wl.dtype, spec.target, threads=spec.measure.threads,
+            im2col=wl.op == "conv2d",
+        )  # fmt: skip
 
     def baselines(self, spec: JobSpec) -> list[dict[str, Any]]:
         # cuBLAS through torch.matmul on a GPU; NumPy's BLAS on the CPU. conv2d has no
@@ -165,3 +177,23 @@ class PipelineSearch(JobKind):
         if "baseline" in params:
             return measure_numpy(spec, cache)
         return measure_llvm(spec, built, cache)
+
+
+def measuring_node() -> dict[str, Any]:
+    """Run on a measuring worker: its memory, its LLVM CPU, and its environment's
+    fingerprint as the worker records it with each trial (same kind details, same
+    thread settings)."""
+    import os
+
+    import psutil
+
+    from tunelab.workers import threads
+    from tunelab.workers.environment import fingerprint
+
+    n = os.environ.get("TVM_NUM_THREADS")
+    env = fingerprint({**PipelineSearch().environment(), **threads.describe(int(n) if n else None)})
+    return {
+        "memory": psutil.virtual_memory().total,
+        "mcpu": env["details"]["mcpu"],
+        "fingerprint": env["fingerprint"],
+    }

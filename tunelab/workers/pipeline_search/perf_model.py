@@ -12,10 +12,10 @@ cost model takes this prediction as one feature and learns the rest from measure
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from tunelab.workers.pipeline_search.calibrate import CpuMachine, local_machine
 from tunelab.workers.pipeline_search.schedules import DTYPE_BYTES, cuda_shared_bytes, cuda_tiles
 
 
@@ -111,59 +111,111 @@ def cuda_features(gemm: tuple[int, int, int, int], p: dict[str, int], dtype: str
     }  # fmt: skip
 
 
-# The CPU the measurement runs on, roughly: an out-of-order x86-64 core with two FMA
-# pipes, 32 KB of L1 data cache and hardware prefetchers.
-_CPU_GHZ = 2.5
-_L1_BYTES = 32 * 1024
-_FMA_LATENCY = 4
-_VECTOR_REGISTERS = 16
+# What the CPU template costs beyond the calibrated machine (calibrate.py), in cycles of
+# one core. Measured on Zen 4 with TVM 0.27's LLVM (512^3, one thread, best of 30 runs,
+# and the 2-thread exhaustive sweep): with reg_stages 1 and stages 1 every micro-kernel
+# and tile of 64-256 is within ~5% of the others (~95% of the FMA peak); register stages
+# cost 1.5-1.9x (accumulators go through memory each k-step); outer stages cost 1.1-1.5x
+# with 8-row micro-kernels, growing with the packed tiles, and nothing with 4-row ones;
+# 32-row tiles lose 10-20% to repacking B; conv2d rows past M that do not fill a micro
+# tile keep a per-row predicate inside the micro-kernel (3x).
+_LOAD_PORTS = 2  # vector loads per cycle
+_COPY_CYCLES = 4.0  # a packed vector: load, store (two cycles for 64 bytes), indexing
+_IM2COL = 3.0  # conv2d's A tile is gathered (index arithmetic, predicates), not copied
+_ACC_CYCLES = 1.0  # an accumulator vector loaded and stored back once per k-tile
+_REG_STAGE_CYCLES = 0.8  # per accumulator per k-step with fragments rotated on the stack
+_STAGE_STREAMS = 8  # operand streams (micro rows + B vectors) the prefetchers follow
+_STAGE_PENALTY = 0.15  # per doubling of the staged tiles past L1, past those streams
+_PREDICATED = 3.0  # conv2d rows past M inside a micro tile: a predicate per row
+_MICRO_SETUP = 4.0  # loop and address set-up per micro-tile and k-tile
 
 
-def cpu_features(gemm: tuple[int, int, int, int], p: dict[str, int], mcpu: str | None,
-                 cores: int | None = None) -> dict[str, float]:  # fmt: skip
-    """The same model read for a CPU core. Unlike a GPU, an out-of-order core with
-    hardware prefetch already overlaps the streaming loads with the arithmetic, so
-    software pipelining hides little here; what it costs is modelled instead: more
-    packed-tile copies live at once (L1 pressure) and, at the register level, fragments
-    rotated through a stack array (a store and a load per element per k-step)."""
+def cpu_features(
+    gemm: tuple[int, int, int, int], p: dict[str, int], machine: CpuMachine,
+    threads: int | None = None, im2col: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """The model read for CPU cores, from the measuring node's calibration (`machine`)
+    and the measurement's thread count (`threads`; else the node's measuring threads).
+
+    Each of `tasks` (tile_m x tile_n blocks, handed out in static chunks over the
+    threads: `waves` rounds) runs k_steps k-tiles. Per k-tile it packs its A and B tiles
+    (vector copies, conv2d's A gathered; from memory at the copy bandwidth when the
+    operands do not fit the last-level cache), and for each micro-tile reloads its
+    accumulators from the C tile, then runs tile_k k-steps of micro_m x micro_n / lanes
+    vector FMAs. A k-step takes the longest of the FMAs over the core's FMA rate, the FMA
+    latency (fewer accumulators than latency x rate: latency-bound) and the operand
+    loads; accumulators and operands past the vector registers spill. Register stages
+    send the accumulators through memory every k-step; outer stages, with more operand
+    streams than the prefetchers follow, stall on the staged tiles' extra bytes; a
+    working set past L2 slows the micro-kernel. All cores run at the calibrated
+    all-core scaling."""
     batch, m, n, k = gemm
-    cores = cores or os.cpu_count() or 1
-    avx512 = ("avx512", "skylake-avx512", "icelake", "sapphirerapids", "cascadelake", "znver4")
-    lanes = 16 if mcpu and any(s in mcpu for s in avx512) else 8
+    threads = threads or machine.threads or machine.cores
+    lanes, bytes_ = machine.lanes, 4
     tm, tn, tk, mm, mn = p["tile_m"], p["tile_n"], p["tile_k"], p["micro_m"], p["micro_n"]
-    stages, reg_stages = p["stages"], p.get("reg_stages", 1)
     tasks = batch * math.ceil(m / tm) * math.ceil(n / tn)
+    waves = math.ceil(tasks / threads)
     k_steps = math.ceil(k / tk)
-    micro_tiles = (tm // mm) * (tn // mn)
-    acc_regs = mm * math.ceil(mn / lanes)
-    spill = max(0, acc_regs + math.ceil(mn / lanes) + 1 - _VECTOR_REGISTERS)
-    # FMAs over two pipes; fewer independent accumulators than pipes x latency stall.
-    fma = tm * tn * tk / (2 * lanes)
-    compute = fma * max(1.0, 2 * _FMA_LATENCY / acc_regs) * (1 + 0.25 * spill)
-    # Packing A and B tiles each k-step: a vector load and store per `lanes` floats.
-    pack = 2 * (tm + tn) * tk / lanes
-    working = stages * (tm + tn) * tk * 4 + tm * tn * 4
-    l1_penalty = 1.0 + 0.3 * max(0.0, working / _L1_BYTES - 1.0)
-    reg_copies = 0.0
-    if reg_stages > 1:
-        reg_copies = 2.0 * tk * micro_tiles * (mm + math.ceil(mn / lanes))
-    step = (compute + pack) * l1_penalty + reg_copies
-    waves = math.ceil(tasks / cores)
-    seconds = waves * k_steps * step / (_CPU_GHZ * 1e9)
+    # A single k-tile has no loop to pipeline: its stages are never applied.
+    stages, reg_stages = min(p["stages"], k_steps), p.get("reg_stages", 1)
+    micro_tiles = math.ceil(tm / mm) * math.ceil(tn / mn)
+    b_vectors = math.ceil(mn / lanes)
+    acc_regs = mm * b_vectors
+    fma_rate = max(machine.flops_per_cycle / (2 * lanes), 1e-3)  # vector FMAs per cycle
+    spill = max(0, acc_regs + b_vectors + 1 - machine.vector_registers)
+    # One k-step of one micro-tile.
+    fma = acc_regs / fma_rate
+    loads = (mm + b_vectors) / _LOAD_PORTS
+    k_step = max(fma, machine.fma_latency, loads) + 2.0 * spill
+    latency_bound = machine.fma_latency / max(fma, loads)
+    reg_copy = _REG_STAGE_CYCLES * acc_regs if reg_stages > 1 else 0.0
+    k_step += reg_copy
+    if m % tm and m % mm:
+        k_step *= _PREDICATED
+    # Caches: the packed tiles and the C tile against L1 and L2.
+    staged = stages * (tm + tn) * tk * bytes_
+    working = staged + tm * tn * bytes_
+    l2_miss = max(0.0, min(1.0, working / machine.l2_bytes - 1.0))
+    stage_stall = 0.0
+    if stages > 1 and reg_stages == 1 and mm + b_vectors > _STAGE_STREAMS:
+        stage_stall = _STAGE_PENALTY * math.log2(max(1.0, staged / machine.l1d_bytes))
+    k_step *= (1.0 + stage_stall) * (1.0 + 0.5 * l2_miss)
+    compute = micro_tiles * tk * k_step
+    # Per k-tile: accumulators in and out of the C tile, micro-tile set-up, packing.
+    c_in_l1 = tm * tn * bytes_ <= machine.l1d_bytes
+    acc_reload = micro_tiles * (_ACC_CYCLES * acc_regs * (1 if c_in_l1 else 2) + _MICRO_SETUP)
+    pack = ((_IM2COL if im2col else 1.0) * tm + tn) * tk / lanes * _COPY_CYCLES
+    if batch * (m * k + k * n) * bytes_ > machine.l3_bytes:  # packed from memory
+        core_bw = machine.mem_gbps / threads / machine.clock_ghz  # bytes per cycle
+        pack = max(pack, 2 * (tm + tn) * tk * bytes_ / max(core_bw, 1e-3))
+    task = k_steps * (pack + acc_reload + compute) + micro_tiles * acc_regs * _ACC_CYCLES
+    scaling = machine.all_core_scaling if threads > 1 else 1.0
+    seconds = waves * task / (machine.clock_ghz * 1e9 * max(scaling, 0.05))
+    unique = batch * (m * k + k * n + m * n) * bytes_
+    seconds = max(seconds, unique / (machine.mem_gbps * 1e9))
     return {
-        "tasks": tasks, "waves": waves, "k_steps": k_steps, "acc_regs": acc_regs,
-        "spill_regs": spill, "compute_clk": compute, "pack_clk": pack,
-        "working_set_bytes": working, "reg_copy_clk": reg_copies, "predicted_s": seconds,
+        "tasks": tasks, "waves": waves, "balance": tasks / (waves * threads),
+        "threads": threads, "k_steps": k_steps, "acc_regs": acc_regs, "spill_regs": spill,
+        "latency_bound": latency_bound, "compute_clk": compute, "pack_clk": pack,
+        "acc_reload_clk": acc_reload, "working_set_bytes": working, "l2_miss": l2_miss,
+        "stage_stall": stage_stall, "reg_copy_clk": micro_tiles * tk * reg_copy,
+        "predicted_s": seconds,
+        "predicted_gflops": 2.0 * batch * m * n * k / seconds / 1e9,
     }  # fmt: skip
 
 
 def features(
-    gemm: tuple[int, int, int, int], p: dict[str, Any], dtype: str, target: Any
-) -> dict[str, float]:
-    """The model's view of a candidate: its parameters, derived quantities, prediction."""
-    derived = (
-        cuda_features(gemm, p, dtype, target.arch)
-        if target.kind == "cuda"
-        else cpu_features(gemm, p, target.mcpu)
-    )
+    gemm: tuple[int, int, int, int], p: dict[str, Any], dtype: str, target: Any,
+    threads: int | None = None, im2col: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """The model's view of a candidate: its parameters, derived quantities, prediction.
+
+    A CPU target without machine numbers (a spec recorded before calibration, or never
+    resolved on a worker) is modelled as the machine this runs on, calibrated once per
+    process (`calibrate.local_machine`)."""
+    if target.kind == "cuda":
+        derived = cuda_features(gemm, p, dtype, target.arch)
+    else:
+        machine = getattr(target, "machine", None) or local_machine()
+        derived = cpu_features(gemm, p, machine, threads, im2col)
     return {**{k: float(v) for k, v in p.items()}, **derived}

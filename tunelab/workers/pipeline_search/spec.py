@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from tunelab.platform.spec import MeasureSpec
+from tunelab.workers.pipeline_search.calibrate import CpuMachine
 from tunelab.workers.pipeline_search.workloads import Conv2dWorkload, GemmWorkload
 
 
@@ -77,6 +78,12 @@ class TargetSpec(BaseModel):
     mcpu: str | None = Field(
         None, description="LLVM CPU name; default: that of the measurement workers"
     )
+    machine: CpuMachine | None = Field(
+        None,
+        description="llvm: the measuring node's calibrated numbers (clock, FLOP/cycle, "
+        "caches, bandwidth, measurement threads) for the analytical model; filled in when "
+        "the job starts (calibrate.py), absent from specs recorded before",
+    )
 
     @model_validator(mode="after")
     def _arch(self) -> TargetSpec:
@@ -85,8 +92,8 @@ class TargetSpec(BaseModel):
                 raise ValueError("a cuda target needs an arch, e.g. arch: sm_80")
             if not re.fullmatch(r"sm_\d{2,3}[a-z]?", self.arch):
                 raise ValueError(f"arch must look like sm_80 or sm_90a, got {self.arch!r}")
-            if self.mcpu is not None:
-                raise ValueError("mcpu applies to llvm targets only")
+            if self.mcpu is not None or self.machine is not None:
+                raise ValueError("mcpu and machine apply to llvm targets only")
         elif self.arch is not None:
             raise ValueError("arch applies to cuda targets only")
         return self
