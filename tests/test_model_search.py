@@ -39,10 +39,11 @@ def sweep():
 
 def test_sweep_is_complete_and_replay_answers_with_its_measurements(sweep) -> None:
     space = KIND.space(sweep.spec)
-    assert len(space) == 648
+    assert len(space) == 1152
     assert all(candidate_key(p) in sweep.trials for p in space)
+    assert all(sweep.repeats(candidate_key(p)) for p in space)  # every timed repeat kept
     result = replay(sweep, {"strategy": "exhaustive", "batch_size": 16})
-    assert result.keys == [candidate_key(p) for p in space]
+    assert result.keys == [candidate_key(p) for p in space]  # grid order: the kind's order
     assert min(result.best_so_far()) == pytest.approx(sweep.best())
     with pytest.raises(ReplayError, match="was not measured"):
         sweep.latency(candidate_key({**space[0], "tile_m": 999}))

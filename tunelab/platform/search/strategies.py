@@ -241,10 +241,10 @@ class ModelStrategy(SearchStrategy):
     workloads' trials (`priors`), the model learns costs relative to each workload's best
     (log seconds minus the group's best log seconds; the analytical prediction likewise
     relative to the group's best prediction), so what it learnt transfers. It ranks the
-    first batch before anything of this job is measured (combined: alternating with the
-    analytical ranking, so a good analytical model is never overruled by another
-    workload's habits) and refits as this job's trials arrive, each weighted
-    `OWN_WEIGHT` times a prior trial.
+    first batch before anything of this job is measured (xgboost; combined takes its first
+    batch from the analytical model, which knows this workload where the priors know only
+    others) and refits as this job's trials arrive, each weighted `OWN_WEIGHT` times a
+    prior trial: the priors shape the ranking where this job has measured nothing.
 
     The model ranks a pool: the whole space when it is listable, else a seeded random
     sample of `POOL` candidates (plus those recorded before a resume), grown by another
@@ -255,7 +255,7 @@ class ModelStrategy(SearchStrategy):
     MIN_FIT = 4
     POOL = 8192
     ROUNDS = 30  # trees per fit
-    OWN_WEIGHT = 10.0
+    OWN_WEIGHT = 100.0
     EXPLOIT = 0.5
 
     @classmethod
@@ -433,11 +433,9 @@ class ModelStrategy(SearchStrategy):
         """The batch: exploitation, the model's ranking, then exploration."""
         ranked = free[np.argsort(scores[free], kind="stable")]
         if self.warm and not self.observed and self.search.cost_model == "combined":
-            # Nothing of this job measured: alternate the transferred ranking with the
-            # analytical one (it may know this workload better than the priors do).
-            by_analytical = free[np.argsort(self.analytical[free], kind="stable")]
-            both = zip(by_analytical, ranked, strict=True)
-            ranked = np.array(list(dict.fromkeys(int(i) for pair in both for i in pair)))
+            # Nothing of this job measured: the analytical model knows this workload, the
+            # priors only others (their ranking first lost trials on the tuning sweeps).
+            ranked = free[np.argsort(self.analytical[free], kind="stable")]
         incumbent = min((v for v in self.observed.values() if v), default=None)
         # Explore only after a batch that found nothing better: while the model keeps
         # improving on the best, following it is what finds the best soonest.
