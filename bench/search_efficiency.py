@@ -44,10 +44,12 @@ STRATEGIES: list[tuple[str, dict[str, Any], bool]] = [
     ("analytical only", {"strategy": "model", "cost_model": "analytical"}, False),
     ("XGBoost only, cold", {"strategy": "model", "cost_model": "xgboost", "warm_start": False},
      False),
-    ("XGBoost only, warm", {"strategy": "model", "cost_model": "xgboost"}, True),
+    ("XGBoost only, warm", {"strategy": "model", "cost_model": "xgboost", "warm_start": True},
+     True),
     ("combined, cold", {"strategy": "model", "cost_model": "combined", "warm_start": False},
      False),
-    ("combined, warm", {"strategy": "model", "cost_model": "combined"}, True),
+    ("combined, warm", {"strategy": "model", "cost_model": "combined", "warm_start": True},
+     True),
 ]  # fmt: skip
 
 

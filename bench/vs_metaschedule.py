@@ -50,8 +50,8 @@ ROUND_MS = 100  # each timed round runs the kernel for at least this long
 
 def tune_metaschedule(mod: Any, target: Any, trials: int, seed: int) -> tuple[Any, dict]:
     """Tune `mod` with MetaSchedule; returns the compiled best and what happened."""
-    from tvm.s_tir import meta_schedule as ms
     from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
 
     failures = {"build": 0, "run": 0, "measured": 0}
 

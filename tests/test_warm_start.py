@@ -148,7 +148,9 @@ def test_only_a_warm_started_search_reads_priors() -> None:
 
     space = [{"x": i} for i in range(10)]
     for search, wanted in [
-        (SearchSpec(strategy="model", cost_model="xgboost"), True),
+        (SearchSpec(strategy="model", cost_model="xgboost", warm_start=True), True),
+        (SearchSpec(strategy="model", cost_model="combined", warm_start=True), True),
+        (SearchSpec(strategy="model", cost_model="xgboost"), False),  # off by default
         (SearchSpec(strategy="model", cost_model="xgboost", warm_start=False), False),
         (SearchSpec(strategy="model", cost_model="analytical"), False),
         (SearchSpec(strategy="random"), False),
@@ -236,7 +238,7 @@ def test_after_the_first_batch_a_warm_model_ranks_a_held_out_sweep_no_worse(
     least as well (Spearman against the sweep) as the one fitted to the batch alone."""
     (sweep,) = _sweeps((held_out,))
     priors = [t for s in _sweeps(TUNED_ON) for t in s.priors()]
-    search = SearchSpec(strategy="model", batch_size=8, seed=0)
+    search = SearchSpec(strategy="model", batch_size=8, seed=0, warm_start=True)
     featurize = lambda p: KIND.model_features(sweep.spec, p)  # noqa: E731
     warm = ModelStrategy(sweep.space(), search, featurize, priors=priors)
     cold = ModelStrategy(sweep.space(), search.model_copy(update={"warm_start": False}), featurize)
@@ -291,7 +293,7 @@ def test_a_model_job_warm_starts_from_another_workloads_trials(
     spec = parse_spec({
         "name": "warm", "kind": "pipeline-search", "workload": {"M": 128, "N": 128, "K": 128},
         "target": {"kind": "llvm"},
-        "search": {"strategy": "model", "budget": 8, "batch_size": 4},
+        "search": {"strategy": "model", "budget": 8, "batch_size": 4, "warm_start": True},
         "measure": {"repeats": 2, "final_top_k": 0},
     })  # fmt: skip
     job_id = jobs.create_job(engine, spec)

@@ -50,7 +50,7 @@ def replay_run(
         sweep = load_sweep(source, engine)
         search = SearchSpec.model_validate({
             "strategy": strategy, "cost_model": cost_model, "seed": seed,
-            "batch_size": batch, "budget": budget,
+            "batch_size": batch, "budget": budget, "warm_start": True if prior else None,
         })  # fmt: skip
         priors = [load_sweep(p, engine) for p in prior or []]
         result = replay(sweep, search, priors=priors)

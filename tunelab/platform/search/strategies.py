@@ -237,7 +237,8 @@ class ModelStrategy(SearchStrategy):
     learned model has a best candidate, `EXPLOIT` of each batch are the best-ranked
     candidates that differ from it in one parameter (good ones cluster).
 
-    Warm start (`warm_start`, on by default for combined and xgboost): given other
+    Warm start (`warm_start: true`; off by default: on the held-out sweeps it did worse
+    than a cold start, bench/results/search_efficiency.txt): given other
     workloads' trials (`priors`), the model learns costs relative to each workload's best
     (log seconds minus the group's best log seconds; the analytical prediction likewise
     relative to the group's best prediction), so what it learnt transfers. It ranks the
@@ -260,7 +261,7 @@ class ModelStrategy(SearchStrategy):
 
     @classmethod
     def wants_priors(cls, search: SearchSpec) -> bool:
-        return search.cost_model != "analytical" and search.warm_start is not False
+        return search.cost_model != "analytical" and search.warm_start is True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
