@@ -176,6 +176,7 @@ def test_model_reads_the_resolved_machine() -> None:
     assert g["predicted_s"] == pytest.approx(2 * f["predicted_s"])
 
 
+@pytest.mark.slow  # about 8 s: calibrates in a child process that imports TVM
 def test_a_spec_without_machine_numbers_still_yields_features() -> None:
     """A spec recorded before calibration existed (its target has no `machine`): the
     model calibrates this machine, once per process."""

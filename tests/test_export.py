@@ -145,6 +145,7 @@ def _recorded_job(engine: object, spec: dict, rows: list[dict]) -> int:
     return job_id
 
 
+@pytest.mark.slow  # about 9 s: the CLI in subprocesses
 def test_a_kind_that_cannot_export_refuses_and_baselines_are_never_best(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -182,6 +183,7 @@ def test_a_kind_that_cannot_export_refuses_and_baselines_are_never_best(
     tunelab("best", str(job_id), "--force", "--db", sqlite_url, check=2)  # --force needs --out
 
 
+@pytest.mark.slow  # about 8 s: compiles the kernel again with TVM
 def test_a_recorded_cpu_trial_exports_without_ray_and_a_file_is_no_directory(
     tmp_path: Path, sqlite_url: str
 ) -> None:
