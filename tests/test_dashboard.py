@@ -174,7 +174,13 @@ def test_queries_compute_the_numbers(db_url: str) -> None:
     assert rows[beta].unpipelined_s == pytest.approx(4.0 * MS)  # the baseline is not a variant
     assert rows[beta].vs_baseline("torch") == pytest.approx(0.8)
     assert rows[alpha].device == CPU_ENV["cpu_model"]
-    assert queries.geomean([r.speedup for r in rows.values()]) == pytest.approx(math.sqrt(5))
+    # alpha and beta tune the same workload: one row, the best of each variant of both.
+    (one,) = speedup_queries.by_workload(list(rows.values()))
+    assert one.job_ids == (alpha, beta)
+    assert one.pipelined_s == pytest.approx(1.0 * MS)  # alpha's
+    assert one.unpipelined_s == pytest.approx(2.5 * MS)  # alpha's (beta: 4.0)
+    assert one.speedup == pytest.approx(2.5)
+    assert one.vs_baseline("torch") == pytest.approx(1.6)  # beta's 1.6 ms / alpha's 1.0
 
     flt = queries.TrialFilter(job_id=alpha, params=(("stages", "2"),), order="latency")
     assert queries.count_trials(engine, flt) == 3
@@ -212,6 +218,32 @@ def _spearman(a: list[float], b: list[float]) -> float:
     ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
     cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
     return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+
+
+def test_speedup_geomeans_are_over_workloads_not_jobs(sqlite_url: str) -> None:
+    """Two workloads, each tuned by two jobs: the geometric mean is over the two
+    workloads (each the best of its jobs), however often a workload was tuned."""
+    ids = seed(sqlite_url)
+    engine = get_engine(sqlite_url)
+    env = environment_id(engine, CPU_ENV)
+    small = []
+    for name, (plain_ms, piped_ms) in (("gamma", (3.0, 1.0)), ("delta", (2.0, 1.5))):
+        job = make_job(engine, name, size=128)
+        insert_trials(engine, [
+            trial(job, 0, {"stages": 1}, "ok", plain_ms * MS, environment_id=env),
+            trial(job, 1, {"stages": 1, "reg_stages": 2}, "ok", piped_ms * MS, extra=PIPE,
+                  environment_id=env),
+        ])  # fmt: skip
+        refresh_job(engine, job)
+        small.append(job)
+    per_job = speedup_queries.speedups(engine, [ids["alpha"], ids["beta"], *small])
+    # per job: 2.5, 2.0, 3.0, 1.333 (the mean over jobs would be their geomean, 2.09)
+    assert [r.speedup for r in per_job] == pytest.approx([2.5, 2.0, 3.0, 2.0 / 1.5])
+    rows = speedup_queries.by_workload(per_job)
+    assert [r.job_ids for r in rows] == [(ids["alpha"], ids["beta"]), tuple(small)]
+    # 256^3: 2.5 ms / 1.0 ms; 128^3: 2.0 ms (delta) / 1.0 ms (gamma; reg_stages 2 pipelines)
+    assert [r.speedup for r in rows] == pytest.approx([2.5, 2.0])
+    assert queries.geomean([r.speedup for r in rows]) == pytest.approx(math.sqrt(5))
 
 
 def test_model_metrics_match_a_reference_with_ties_and_versions(sqlite_url: str) -> None:
@@ -332,15 +364,17 @@ def test_speedups_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = seed(db_url)
     at = app(db_url, monkeypatch, "speedups")
     m = metrics(at)
-    assert m["geomean speedup, pipelined vs unpipelined"] == f"{math.sqrt(5):.3f}x"
-    assert m["geomean speedup vs torch"] == "0.800x"
+    # One workload (alpha and beta both tune 256^3): pipelined 1.0 ms (alpha), unpipelined
+    # 2.5 ms (alpha), torch 1.6 ms (beta); not a geomean over the two jobs (sqrt(5)).
+    assert m["geomean speedup, pipelined vs unpipelined"] == "2.500x"
+    assert m["geomean speedup vs torch"] == "1.600x"
     (bars,) = figures(at)
     by_name = {t["name"]: t for t in bars["data"]}
     assert set(by_name) == {"unpipelined", "pipelined", "torch"}
-    assert by_name["pipelined"]["y"] == pytest.approx([0.5, 0.4])  # beta, alpha (newest first)
+    assert by_name["pipelined"]["y"] == pytest.approx([0.4])
     df = at.dataframe[0].value
-    assert list(df["job"]) == [ids["beta"], ids["alpha"]]
-    assert df.iloc[0]["torch_ms"] == pytest.approx(1.6) and df.iloc[1]["speedup"] == 2.5
+    assert list(df["jobs"]) == [f"{ids['beta']}, {ids['alpha']}"]  # newest first
+    assert df.iloc[0]["torch_ms"] == pytest.approx(1.6) and df.iloc[0]["speedup"] == 2.5
     at.multiselect(key="jobs").set_value([ids["alpha"]]).run()
     assert metrics(at) == {"geomean speedup, pipelined vs unpipelined": "2.500x"}
     at.multiselect(key="jobs").set_value([ids["broken"]]).run()

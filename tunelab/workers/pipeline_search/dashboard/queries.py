@@ -1,5 +1,5 @@
-"""Speedups of pipeline-search jobs: each job's best latency pipelined, unpipelined and
-per library baseline (pipelined = `stages` or `reg_stages` above 1)."""
+"""Speedups of pipeline-search jobs: the best latency pipelined, unpipelined and per
+library baseline, per job and per workload (see PIPELINED)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ from sqlalchemy import Engine, case, func, literal, or_, select
 from tunelab.dashboard.queries.common import OK
 from tunelab.schema.models import Environment, Job, Trial, Workload, trial_baseline
 
+# The one definition, for code, captions and the README alike.
+PIPELINED = "pipelined: `stages` or `reg_stages` above 1 (a missing one counts as 1)"
+
 
 @dataclass(frozen=True)
 class SpeedupRow:
-    """The best latency of each variant of one job's workload on one device."""
+    """The best latency of each variant of one workload on one device, over one job
+    (`speedups`) or over every selected job of that workload (`by_workload`)."""
 
     job_id: int
     job: str
@@ -25,6 +29,7 @@ class SpeedupRow:
     pipelined_s: float | None
     unpipelined_s: float | None
     baselines: dict[str, float]
+    job_ids: tuple[int, ...] = ()
 
     @property
     def speedup(self) -> float | None:
@@ -41,8 +46,8 @@ class SpeedupRow:
 
 
 def variant_expr() -> Any:
-    """`baseline:<name>` for trials with extra.baseline, else pipelined / unpipelined by
-    params.stages or params.reg_stages (> 1 pipelined; missing counts as 1)."""
+    """`baseline:<name>` for trials with extra.baseline, else pipelined / unpipelined as
+    PIPELINED says."""
     baseline = trial_baseline()
     stages = func.coalesce(Trial.params["stages"].as_integer(), 1)
     reg_stages = func.coalesce(Trial.params["reg_stages"].as_integer(), 1)
@@ -90,6 +95,7 @@ def speedups(engine: Engine, job_ids: Sequence[int]) -> list[SpeedupRow]:
             SpeedupRow(
                 job_id=job_id,
                 job=job.name,
+                job_ids=(job_id,),
                 workload=job.workload,
                 device=job.device or "-",
                 pipelined_s=v.get("pipelined"),
@@ -102,3 +108,30 @@ def speedups(engine: Engine, job_ids: Sequence[int]) -> list[SpeedupRow]:
             )
         )
     return out
+
+
+def by_workload(rows: Sequence[SpeedupRow]) -> list[SpeedupRow]:
+    """One row per workload and device: the best of each variant over `rows` (jobs of
+    that workload: a sweep replayed four times counts once), in the order each first
+    appears; `job_ids` lists the jobs merged. Geometric means are taken over these."""
+    merged: dict[tuple[str, str], SpeedupRow] = {}
+
+    def low(a: float | None, b: float | None) -> float | None:
+        return min(x for x in (a, b) if x is not None) if a is not None or b is not None else None
+
+    for r in rows:
+        key = (r.workload, r.device)
+        m = merged.get(key)
+        if m is None:
+            merged[key] = r
+            continue
+        baselines = dict(m.baselines)
+        for name, value in r.baselines.items():
+            baselines[name] = min(value, baselines.get(name, math.inf))
+        merged[key] = SpeedupRow(
+            job_id=m.job_id, job=f"{m.job}, {r.job}", workload=m.workload, device=m.device,
+            pipelined_s=low(m.pipelined_s, r.pipelined_s),
+            unpipelined_s=low(m.unpipelined_s, r.unpipelined_s),
+            baselines=baselines, job_ids=(*m.job_ids, *r.job_ids),
+        )  # fmt: skip
+    return list(merged.values())

@@ -20,8 +20,13 @@ PAGE = Page(
 )
 
 
+def jobs_text(r: kind_queries.SpeedupRow) -> str:
+    return ", ".join(map(str, r.job_ids or (r.job_id,)))
+
+
 def row_label(r: kind_queries.SpeedupRow) -> str:
-    return f"{r.workload}<br>{r.device} (job {r.job_id})"
+    many = len(r.job_ids) > 1
+    return f"{r.workload}<br>{r.device} (job{'s' if many else ''} {jobs_text(r)})"
 
 
 def baselines_of(rows: list[kind_queries.SpeedupRow]) -> list[str]:
@@ -71,7 +76,7 @@ def render(engine: Engine) -> None:
         "Jobs", list(by_id), default=list(by_id)[:20], format_func=lambda i: by_id[i].label,
         key="jobs",
     )  # fmt: skip
-    rows = kind_queries.speedups(engine, chosen)
+    rows = kind_queries.by_workload(kind_queries.speedups(engine, chosen))
     if not rows:
         st.info("None of these jobs has an ok trial yet: nothing to compare.")
         return
@@ -81,17 +86,19 @@ def render(engine: Engine) -> None:
     cols[0].metric(
         "geomean speedup, pipelined vs unpipelined",
         f"{speedup:.3f}x" if speedup else "-",
-        help="Geometric mean over the rows below of unpipelined best / pipelined best.",
+        help="Geometric mean over the workloads below (each the best of its selected "
+        "jobs) of unpipelined best / pipelined best.",
     )
     for col, b in zip(cols[1:], baselines, strict=True):
         g = queries.geomean([r.vs_baseline(b) for r in rows])
         col.metric(f"geomean speedup vs {b}", f"{g:.3f}x" if g else "-",
-                   help=f"{b} latency / best tuned latency, over rows that have {b}.")  # fmt: skip
+                   help=f"{b} latency / best tuned latency, over the workloads that have "
+                        f"{b}.")  # fmt: skip
     st.plotly_chart(latency_figure(rows), width="stretch", key="bars")
     st.dataframe(
         [
             {
-                "job": r.job_id, "workload": r.workload, "device": r.device,
+                "workload": r.workload, "device": r.device, "jobs": jobs_text(r),
                 "pipelined_ms": r.pipelined_s * 1e3 if r.pipelined_s else None,
                 "unpipelined_ms": r.unpipelined_s * 1e3 if r.unpipelined_s else None,
                 **{f"{b}_ms": r.baselines[b] * 1e3 if b in r.baselines else None
@@ -104,10 +111,11 @@ def render(engine: Engine) -> None:
         width="stretch",
     )  # fmt: skip
     st.caption(
-        "Pipelined: the best ok trial with `params.stages > 1`; unpipelined: with "
-        "`stages == 1` (or none). Baselines: ok trials recording `extra.baseline` (e.g. "
-        '`{"baseline": "torch"}`), best per name. Device: the GPU, else CPU, model of the '
-        "environment the job's best trial ran in."
+        f"One row per workload and device: the best ok trial of each variant over the "
+        f"selected jobs of that workload (a sweep replayed several times counts once). "
+        f"{kind_queries.PIPELINED.capitalize()}; unpipelined: otherwise. Baselines: ok "
+        'trials recording `extra.baseline` (e.g. `{"baseline": "torch"}`), best per name. '
+        "Device: the GPU, else CPU, model of the environment the job's best trial ran in."
     )
 
 
