@@ -24,7 +24,6 @@ import json
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -186,22 +185,6 @@ def _usage(info: dict[str, Any]) -> dict[str, int]:
     return {k: int(info[k]) for k in ("registers", "static_smem_bytes") if k in info}
 
 
-def _nvcc_ptx(source: str, arch: str) -> str:
-    from tunelab.workers.pipeline_search.nvcc import find_nvcc
-
-    nvcc = find_nvcc()
-    if nvcc is None:
-        raise RuntimeError("nvcc not found (set CUDA_HOME or PATH)")
-    with tempfile.TemporaryDirectory(prefix="tunelab-ptx-") as tmp:
-        src, out = Path(tmp, "kernel.cu"), Path(tmp, "kernel.ptx")
-        src.write_text(source)
-        cmd = [nvcc, "-ptx", f"-arch={arch}", "-O3", "-w", "-o", str(out), str(src)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=NVCC_TIMEOUT_S)
-        if proc.returncode != 0:
-            raise RuntimeError(f"nvcc -ptx failed:\n{proc.stderr.strip()[-4000:]}")
-        return out.read_text()
-
-
 def nvcc_version() -> str:
     from tunelab.workers.pipeline_search.nvcc import find_nvcc
 
@@ -220,7 +203,7 @@ def build_one(item: dict[str, Any]) -> dict[str, Any]:
 
     from tunelab.platform.spec import parse_spec
     from tunelab.workers.pipeline_search.build_cuda import build_cuda
-    from tunelab.workers.pipeline_search.nvcc import nvcc_compile
+    from tunelab.workers.pipeline_search.nvcc import nvcc_compile, nvcc_ptx
     from tunelab.workers.pipeline_search.schedules import (
         cuda_shared_bytes,
         cuda_tiles,
@@ -248,7 +231,7 @@ def build_one(item: dict[str, Any]) -> dict[str, Any]:
     for arch in CUBIN_ARCHES[1:]:
         cubins[arch], usage = nvcc_compile(source, arch, NVCC_TIMEOUT_S)
         ptxas[arch] = _usage(usage)
-    ptx = _nvcc_ptx(source, PTX_ARCH)
+    ptx = nvcc_ptx(source, PTX_ARCH, NVCC_TIMEOUT_S)
 
     # The launch configuration as TVM's own host code has it (the schedule again: the
     # same parameters give the same program), checked against build_cuda's.

@@ -34,7 +34,13 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tunelab.platform.kinds import get_kind
-from tunelab.platform.search.replay import ReplayResult, Sweep, load_sweep, replay
+from tunelab.platform.search.replay import (
+    ReplayResult,
+    Sweep,
+    load_sweep,
+    prior_problem,
+    replay,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 HELD_OUT = ("gemm-512x768x256-cpu.json.gz", "conv2d-28x28x128-cpu.json.gz")
@@ -111,9 +117,7 @@ def main() -> None:
         strict = best / 0.99
         priors = [
             other for p, other in sweeps.items()
-            if p != path and p not in held_out and other.spec.kind == sweep.spec.kind
-            and other.target_kind() == sweep.target_kind()
-            and other.spec.workload != sweep.spec.workload
+            if p != path and p not in held_out and prior_problem(sweep, other) is None
         ]  # fmt: skip
         grid = replay(sweep, {"strategy": "exhaustive", "batch_size": args.batch})
         rho, n_rho = analytical_accuracy(sweep)

@@ -5,9 +5,9 @@ resolved target, and read by the model with the measurement's thread count."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
-import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,47 +38,8 @@ ZEN4 = CpuMachine(
 PARAMS = {"tile_m": 128, "tile_n": 256, "tile_k": 64, "micro_m": 8, "micro_n": 16,
           "stages": 1, "reg_stages": 1}  # fmt: skip
 
-# 8 independent accumulators of the widest vector the compiler targets, as calibrate's.
-FMA_C = textwrap.dedent(
-    """
-    #include <stdio.h>
-    #include <time.h>
-    #if defined(__AVX512F__)
-    #define BYTES 64
-    #elif defined(__AVX__)
-    #define BYTES 32
-    #else
-    #define BYTES 16
-    #endif
-    typedef float vf __attribute__((vector_size(BYTES)));
-    #define LANES (BYTES / 4)
-    static double now(void) {
-        struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
-        return t.tv_sec + 1e-9 * t.tv_nsec;
-    }
-    int main(void) {
-        volatile float seed = 1e-6f;  /* opaque: nothing folds, no accumulator merges */
-        vf a0, a1, a2, a3, a4, a5, a6, a7, m, c;
-        for (int i = 0; i < LANES; i++) { m[i] = 0.999999f; c[i] = seed; }
-        a0 = c; a1 = a0 + c; a2 = a1 + c; a3 = a2 + c;
-        a4 = a3 + c; a5 = a4 + c; a6 = a5 + c; a7 = a6 + c;
-        long n = 200000;
-        double best = 0;
-        for (int r = 0; r < 40; r++) {
-            double t0 = now();
-            for (long i = 0; i < n; i++) {
-                a0 = a0 * m + c; a1 = a1 * m + c; a2 = a2 * m + c; a3 = a3 * m + c;
-                a4 = a4 * m + c; a5 = a5 * m + c; a6 = a6 * m + c; a7 = a7 * m + c;
-            }
-            double rate = 2.0 * 8 * LANES * n / (now() - t0);
-            if (rate > best) best = rate;
-        }
-        vf s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
-        printf("%g %g\\n", best, (double)s[0]);
-        return 0;
-    }
-    """
-)
+# The benches' FMA loop: 8 independent accumulators of the widest vector gcc targets.
+FMA_C = Path(__file__).resolve().parent.parent / "bench" / "fma_peak.c"
 
 
 def _spec(**measure: Any) -> JobSpec:
@@ -103,11 +64,11 @@ def _gcc_fma_flops(tmp: Path) -> float:
     if gcc is None:
         print("SKIP: no gcc on PATH to build the independent FMA loop")
         pytest.skip("no gcc on PATH to build the independent FMA loop")
-    src, exe = tmp / "fma.c", tmp / "fma"
-    src.write_text(FMA_C)
-    subprocess.run([gcc, "-O3", "-march=native", "-ffp-contract=fast", "-o", exe, src], check=True)
-    out = subprocess.run([exe], capture_output=True, text=True, check=True, timeout=60)
-    return float(out.stdout.split()[0])
+    exe = tmp / "fma_peak"
+    subprocess.run([gcc, "-O3", "-march=native", "-fopenmp", "-o", exe, FMA_C], check=True)
+    out = subprocess.run([exe], capture_output=True, text=True, check=True, timeout=60,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    return float(out.stdout.split()[-1]) * 1e9  # it prints GFLOP/s of one core
 
 
 def test_calibrated_peak_matches_an_fma_loop_built_with_gcc(

@@ -95,20 +95,27 @@ def build_candidate(kind: JobKind, spec: JobSpec, params: dict[str, Any]) -> Out
     )
 
 
+def worker_environment(kind: JobKind | None, threads: int | None) -> dict[str, Any]:
+    """The environment a measuring worker records with each of its trials: the machine,
+    the kind's libraries and the thread settings (its fingerprint keys per-node data)."""
+    from tunelab.workers import threads as thread_policy
+    from tunelab.workers.environment import fingerprint
+
+    details = {**(kind.environment() if kind is not None else {})}
+    return fingerprint(details | thread_policy.describe(threads))
+
+
 class MeasureWorker:
     """Holds one device (a CPU node, one GPU, or a slot of a pool) and evaluates
     candidates one at a time."""
 
     def __init__(self, kind: JobKind | None = None, threads: int | None = None) -> None:
         from tunelab.workers import threads as thread_policy
-        from tunelab.workers.environment import fingerprint
 
         if threads is not None:
             thread_policy.apply(threads)
         self.cache: dict[str, Any] = {}
-        details = {**(kind.environment() if kind is not None else {})}
-        details |= thread_policy.describe(threads)
-        self.environment = fingerprint(details)
+        self.environment = worker_environment(kind, threads)
         self.node = node_label()
 
     def describe(self) -> dict[str, Any]:

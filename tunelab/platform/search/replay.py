@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 
 from tunelab.platform import jobs
 from tunelab.platform.kinds import candidate_key, canonical_json, get_kind
-from tunelab.platform.noise import TIE_TOLERANCE, ratio_ci
+from tunelab.platform.noise import TIE_TOLERANCE, decide
 from tunelab.platform.recorder import Recorder
 from tunelab.platform.search.priors import PriorTrial, target_family
 from tunelab.platform.search.space import ListSpace, Space, as_space
@@ -94,19 +94,17 @@ class Sweep:
             if "baseline" not in t["params"] and (v := self.latency(k)) is not None
         }  # fmt: skip
         leader = min((k for k, v in searched.items() if v == best), key=str)
-        out = {leader}
         close = sorted(
             (k for k, v in searched.items() if v / best - 1 <= TIE_TOLERANCE and k != leader),
             key=lambda k: (searched[k], k),
         )
-        for i, key in enumerate(close):
-            mine, theirs = self.repeats(key), self.repeats(leader)
-            if mine and theirs and len(mine) > 1 and len(theirs) > 1:
-                lo, hi = ratio_ci(mine, theirs, seed=i + 1)
-                if not lo <= 1.0 <= hi:
-                    continue
-            out.add(key)
-        return out
+        repeats = {k: r for k in (leader, *close) if len(r := self.repeats(k) or []) > 1}
+        if leader not in repeats:
+            return {leader, *close}
+        # The verdict's own test over the leader and the close ones that kept repeats.
+        verdict = decide({k: repeats[k] for k in (leader, *close) if k in repeats}, rounds=1)
+        judged = {verdict.winner, *(c.key for c in verdict.tied)}
+        return {leader, *judged, *(k for k in close if k not in repeats)}
 
     def priors(self) -> list[PriorTrial]:
         """This sweep's successful trials as prior trials for another workload's search."""
@@ -221,20 +219,28 @@ class ReplayResult:
         return None
 
 
+def prior_problem(sweep: Sweep, other: Sweep) -> str | None:
+    """Why `other` cannot warm-start a replay of `sweep`, or None: a prior must be another
+    workload of the same kind, on the same kind of target."""
+    if other.spec.kind != sweep.spec.kind or other.target_kind() != sweep.target_kind():
+        return (
+            f"{other.source}: a {other.spec.kind} sweep on {other.target_kind()} cannot "
+            f"warm-start a {sweep.spec.kind} search on {sweep.target_kind()}"
+        )
+    if canonical_json(other.spec.workload) == canonical_json(sweep.spec.workload):
+        return (
+            f"{other.source}: measures the replayed workload itself; priors must come "
+            "from other workloads"
+        )
+    return None
+
+
 def check_priors(sweep: Sweep, others: list[Sweep]) -> None:
-    """ReplayError unless every prior sweep is another workload of the same kind, on the
-    same kind of target: a replay never learns from the workload it is scored on."""
+    """ReplayError unless every prior sweep may warm-start `sweep` (`prior_problem`): a
+    replay never learns from the workload it is scored on."""
     for other in others:
-        if other.spec.kind != sweep.spec.kind or other.target_kind() != sweep.target_kind():
-            raise ReplayError(
-                f"{other.source}: a {other.spec.kind} sweep on {other.target_kind()} cannot "
-                f"warm-start a {sweep.spec.kind} search on {sweep.target_kind()}"
-            )
-        if canonical_json(other.spec.workload) == canonical_json(sweep.spec.workload):
-            raise ReplayError(
-                f"{other.source}: measures the replayed workload itself; priors must come "
-                "from other workloads"
-            )
+        if problem := prior_problem(sweep, other):
+            raise ReplayError(problem)
 
 
 def replay(

@@ -38,8 +38,11 @@ def compile_llvm(func: Any, mcpu: str | None = None) -> bytes:
     return library_bytes(tvm.compile(func, target=llvm_target(mcpu)))
 
 
-def build_llvm(spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, p: dict[str, Any]) -> Built:
-    """Schedule, pipeline and compile one CPU candidate."""
+def compile_candidate(
+    wl: GemmWorkload | Conv2dWorkload, p: dict[str, Any], target: Any
+) -> tuple[Any, list[dict[str, Any]], Any]:
+    """Schedule, pipeline and compile one CPU candidate for `target`: the schedule, what
+    was pipelined, and the compiled executable (BuildError if any step fails)."""
     from tunelab.workers.pipeline_search.schedules import (
         compile_schedule,
         pipeline,
@@ -49,9 +52,14 @@ def build_llvm(spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, p: dict[str, An
     try:
         sch = schedule_cpu(wl, p)
         pipelined = pipeline(sch, p, asynchronous=False)
-        ex = compile_schedule(sch, llvm_target(spec.target.mcpu))
+        return sch, pipelined, compile_schedule(sch, target)
     except Exception as exc:  # TVM raises many types; all mean this candidate failed
         raise BuildError(f"{type(exc).__name__}: {exc}") from None
+
+
+def build_llvm(spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, p: dict[str, Any]) -> Built:
+    """Schedule, pipeline and compile one CPU candidate."""
+    _, pipelined, ex = compile_candidate(wl, p, llvm_target(spec.target.mcpu))
     return Built(library_bytes(ex), {"pipelined": pipelined})
 
 

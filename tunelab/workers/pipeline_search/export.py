@@ -24,14 +24,13 @@ from typing import Any
 
 from tunelab.platform.kinds import BuildError, ExportUnsupported
 from tunelab.platform.spec import JobSpec
+from tunelab.workers.pipeline_search.schedules import STATIC_SMEM_LIMIT
 from tunelab.workers.pipeline_search.workloads import (
     Conv2dWorkload,
     GemmWorkload,
     arg_shapes,
     parse_workload,
 )
-
-STATIC_SMEM_LIMIT = 48 * 1024  # a launch with more dynamic shared memory must opt in
 
 
 def export_candidate(spec: JobSpec, params: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -100,24 +99,18 @@ def _call_lines(args: list[dict[str, Any]]) -> list[str]:
 def _export_llvm(
     spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, params: dict[str, Any], out_dir: Path
 ) -> list[Path]:
-    from tunelab.workers.pipeline_search.build_llvm import llvm_host_cpu, llvm_target
-    from tunelab.workers.pipeline_search.schedules import (
-        compile_schedule,
-        pipeline,
-        schedule_cpu,
+    from tunelab.workers.pipeline_search.build_llvm import (
+        compile_candidate,
+        llvm_host_cpu,
+        llvm_target,
     )
 
     # The trial was built for its measuring node's CPU (resolve_spec); without one named
     # in the spec, the export is built for this machine's, as a build here would be.
     mcpu = spec.target.mcpu or llvm_host_cpu()
     target = llvm_target(mcpu)
-    try:
-        sch = schedule_cpu(wl, params)
-        pipelined = pipeline(sch, params, asynchronous=False)
-        ex = compile_schedule(sch, target)
-        ir, asm = ex.mod.inspect_source("ll"), ex.mod.inspect_source("asm")
-    except Exception as exc:  # TVM raises many types; all mean this candidate failed
-        raise BuildError(f"{type(exc).__name__}: {exc}") from None
+    sch, pipelined, ex = compile_candidate(wl, params, target)
+    ir, asm = ex.mod.inspect_source("ll"), ex.mod.inspect_source("asm")
     ex.export_library(str(out_dir / "kernel.so"))
     batch, m, n, _ = wl.gemm_shape()
     tasks = batch * -(-m // params["tile_m"]) * -(-n // params["tile_n"])

@@ -187,11 +187,10 @@ def measuring_node() -> dict[str, Any]:
 
     import psutil
 
-    from tunelab.workers import threads
-    from tunelab.workers.environment import fingerprint
+    from tunelab.workers.tasks import worker_environment
 
-    n = os.environ.get("TVM_NUM_THREADS")
-    env = fingerprint({**PipelineSearch().environment(), **threads.describe(int(n) if n else None)})
+    n = os.environ.get("TVM_NUM_THREADS")  # what the worker was started with
+    env = worker_environment(PipelineSearch(), int(n) if n else None)
     return {
         "memory": psutil.virtual_memory().total,
         "mcpu": env["details"]["mcpu"],

@@ -25,16 +25,16 @@ def find_nvcc() -> str | None:
     return None
 
 
-def nvcc_compile(source: str, arch: str, timeout_s: float) -> tuple[bytes, dict[str, int]]:
-    """Compile CUDA source to a cubin; returns it with ptxas' register/smem usage."""
+def _nvcc(source: str, arch: str, timeout_s: float, flags: list[str]) -> tuple[bytes, str]:
+    """Run nvcc with `flags` on CUDA source: its one output file's bytes and stderr."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise BuildError("nvcc not found on this build worker (set CUDA_HOME or PATH)")
     with tempfile.TemporaryDirectory(prefix="tunelab-nvcc-") as tmp:
-        src, out = os.path.join(tmp, "kernel.cu"), os.path.join(tmp, "kernel.cubin")
+        src, out = os.path.join(tmp, "kernel.cu"), os.path.join(tmp, "kernel.out")
         with open(src, "w") as f:
             f.write(source)
-        cmd = [nvcc, "--cubin", f"-arch={arch}", "-O3", "-w", "-Xptxas", "-v", "-o", out, src]
+        cmd = [nvcc, *flags, f"-arch={arch}", "-O3", "-w", "-o", out, src]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -42,10 +42,20 @@ def nvcc_compile(source: str, arch: str, timeout_s: float) -> tuple[bytes, dict[
         if proc.returncode != 0:
             raise BuildError(f"nvcc failed ({proc.returncode}):\n{proc.stderr.strip()[-4000:]}")
         with open(out, "rb") as f:
-            cubin = f.read()
+            return f.read(), proc.stderr
+
+
+def nvcc_ptx(source: str, arch: str, timeout_s: float) -> str:
+    """Compile CUDA source to PTX for virtual architecture `arch` (e.g. compute_80)."""
+    return _nvcc(source, arch, timeout_s, ["-ptx"])[0].decode()
+
+
+def nvcc_compile(source: str, arch: str, timeout_s: float) -> tuple[bytes, dict[str, int]]:
+    """Compile CUDA source to a cubin; returns it with ptxas' register/smem usage."""
+    cubin, stderr = _nvcc(source, arch, timeout_s, ["--cubin", "-Xptxas", "-v"])
     usage: dict[str, int] = {}
-    if match := _PTXAS_REGISTERS.search(proc.stderr):
+    if match := _PTXAS_REGISTERS.search(stderr):
         usage["registers"] = int(match.group(1))
-    if match := _PTXAS_SMEM.search(proc.stderr):
+    if match := _PTXAS_SMEM.search(stderr):
         usage["static_smem_bytes"] = int(match.group(1))
     return cubin, usage

@@ -8,9 +8,10 @@ from typing import Any
 from tunelab.platform.spec import JobSpec
 from tunelab.workers.pipeline_search.workloads import Conv2dWorkload, GemmWorkload
 
-# Measured on a Zen 4 core (bench/results/cpu_peak.txt): 8x16 and 4x32 micro-kernels (8
-# vector accumulators) reach 90% of the FMA peak once the cache tiles are large enough
-# (128-256) to amortise packing; 16-wide rows are one AVX-512 vector or two AVX2 ones.
+# Measured on a Zen 4 core: 8x16 and 4x32 micro-kernels (8 vector accumulators) are the
+# fastest once the cache tiles are large enough (128-256) to amortise packing (the best
+# found reach 78-86% of the FMA peak, bench/results/cpu_peak.txt); 12 accumulators run
+# 3x slower there. 16-wide rows are one AVX-512 vector or two AVX2 ones.
 # On the CPU a fragment rotated through more than two register stages only adds copies.
 CPU_SPACE: dict[str, list[int]] = {
     "tile_m": [32, 64, 128, 256],
