@@ -60,6 +60,16 @@ def refresh_seconds() -> float:
     return float(os.environ.get(ENV_REFRESH_S, "5"))
 
 
+LIVE_STATUSES = ("pending", "running")
+
+
+def refresh_every(jobs: Sequence[queries.JobRow]) -> float | None:
+    """`run_every` for an `st.fragment` that shows `jobs`: the refresh period while any
+    of them is pending or running, else None (no refresh). Every page wraps what it
+    draws from those jobs in such a fragment, so it follows a live job."""
+    return refresh_seconds() if any(j.status in LIVE_STATUSES for j in jobs) else None
+
+
 def no_jobs() -> None:
     st.info("No jobs yet: `tunelab submit SPEC` starts one, and it will show up here.")
 
