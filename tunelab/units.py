@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 
-def fmt_seconds(seconds: float | None) -> str:
-    """A duration with a readable unit: 12.3 µs, 4.567 ms, 1.23 s; '-' for none."""
-    if seconds is None:
+def fmt_seconds(seconds: float | None, digits: int = 4) -> str:
+    """A duration with a readable unit and `digits` significant figures, as the dashboard
+    shows latencies: 12.35 µs, 4.567 ms, 110.6 ms, 1.234 s, 12,346 s; "-" for none."""
+    if seconds is None or not math.isfinite(seconds):
         return "-"
     if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
+        return f"{seconds * 1e6:.{digits}g} µs"
     if seconds < 1:
-        return f"{seconds * 1e3:.3f} ms"
-    return f"{seconds:.2f} s"
+        return f"{seconds * 1e3:.{digits}g} ms"
+    if seconds >= 10**digits:  # no exponent: whole seconds
+        return f"{seconds:,.0f} s"
+    return f"{seconds:.{digits}g} s"
 
 
 def fmt_value(value: float | None, objective: str = "latency_s") -> str:
