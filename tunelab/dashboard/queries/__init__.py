@@ -10,7 +10,15 @@ name is importable from here.
 from __future__ import annotations
 
 from tunelab.dashboard.queries.common import OK, geomean
-from tunelab.dashboard.queries.curves import CurvePoint, best_so_far, trials_to_reach
+from tunelab.dashboard.queries.curves import (
+    CurvePoint,
+    Reference,
+    best_known,
+    best_reference,
+    best_so_far,
+    share_of,
+    trials_to_reach,
+)
 from tunelab.dashboard.queries.jobs import (
     JobRow,
     common_errors,
@@ -22,11 +30,19 @@ from tunelab.dashboard.queries.jobs import (
 )
 from tunelab.dashboard.queries.model import (
     EXACT_LIMIT,
+    MAX_WINDOWS,
+    MIN_WINDOW,
     ModelMetrics,
     ModelReport,
+    PredictionSource,
+    guided,
     model_report,
     n_predicted,
+    not_applicable,
     prediction_sample,
+    provenance,
+    tie_share,
+    topk_recall,
 )
 from tunelab.dashboard.queries.trials import (
     TRIAL_LIST_COLUMNS,
@@ -40,27 +56,39 @@ from tunelab.dashboard.queries.trials import (
 
 __all__ = [
     "EXACT_LIMIT",
+    "MAX_WINDOWS",
+    "MIN_WINDOW",
     "OK",
     "TRIAL_LIST_COLUMNS",
     "CurvePoint",
     "JobRow",
     "ModelMetrics",
     "ModelReport",
+    "PredictionSource",
+    "Reference",
     "TrialFilter",
+    "best_known",
+    "best_reference",
     "best_so_far",
     "common_errors",
     "count_trials",
     "geomean",
     "get_job",
+    "guided",
     "iter_trials_csv",
     "job_environments",
     "job_filters",
     "list_jobs",
     "model_report",
     "n_predicted",
+    "not_applicable",
     "prediction_sample",
+    "provenance",
     "rows_to_csv",
+    "share_of",
     "status_counts",
+    "tie_share",
+    "topk_recall",
     "trial_detail",
     "trial_page",
     "trials_to_reach",

@@ -1,15 +1,20 @@
 """Best-so-far curves: a job's best value of its primary objective (latency for timing
-kinds), in the objective's direction, against its number of trials."""
+kinds), in the objective's direction, against its number of trials; the best known value
+a curve is measured against, and the trials it needed to come within 1% of it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
 
 from sqlalchemy import Engine, and_, case, func, select
 
 from tunelab.dashboard.queries.common import OK
-from tunelab.schema.models import Direction, Job, Trial, trial_baseline
+from tunelab.platform.objectives import best_first, better, rankable
+from tunelab.schema.models import Direction, Environment, Job, Trial, trial_baseline
 
 
 @dataclass(frozen=True)
@@ -73,15 +78,182 @@ def best_so_far(engine: Engine, job_ids: Sequence[int]) -> dict[int, list[CurveP
     return out
 
 
-def trials_to_reach(curve: Sequence[CurvePoint], fraction: float = 0.99) -> int | None:
-    """Trials a job needed before its best reached `fraction` of its final best
-    performance (a cost <= final best / fraction; a maximised value >= final best *
-    fraction); None without any ok trial."""
+def _reached(value: float, reference: float, maximize: bool, fraction: float) -> bool:
+    """Whether `value` is within `fraction` of `reference` in the objective's direction:
+    a cost at most reference / fraction (a latency at 99% of the reference's speed), a
+    positive maximised value at least reference * fraction. For a reference at or below
+    zero (a reward), within (1 - fraction) * |reference| of it."""
+    if reference > 0:
+        return value >= reference * fraction if maximize else value <= reference / fraction
+    slack = (1 - fraction) * abs(reference)
+    return value >= reference - slack if maximize else value <= reference + slack
+
+
+def trials_to_reach(
+    curve: Sequence[CurvePoint], reference: float | None = None, *, fraction: float = 0.99
+) -> int | None:
+    """The trial number at which a job's best-so-far first came within `fraction` of
+    `reference` (see `_reached`); by default its own final best. None without any ok
+    trial, or when it never came that close (a better job's best as reference)."""
     if not curve:
         return None
-    final = curve[-1].best
+    target = curve[-1].best if reference is None else reference
     for p in curve:
-        reached = p.best >= final * fraction if p.maximize else p.best <= final / fraction
-        if reached:
+        if _reached(p.best, target, p.maximize, fraction):
             return p.n
-    return None  # pragma: no cover - the final point always qualifies
+    return None
+
+
+def share_of(value: float | None, reference: float | None, maximize: bool) -> float | None:
+    """How close `value` comes to `reference` as a fraction of its performance: reference /
+    value for a cost, value / reference for a maximised value (1.0 = as good); None
+    unless both are positive."""
+    if value is None or reference is None or value <= 0 or reference <= 0:
+        return None
+    return value / reference if maximize else reference / value
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The best known value a job's search is measured against, and where it comes from.
+
+    `job_id` is the job that holds it (the job itself when `own`); `device` is what its
+    best trial ran on (a GPU or CPU model, or the sweep a replay answered from); `label`
+    says all of it in words, for a caption."""
+
+    value: float | None
+    job_id: int | None
+    own: bool
+    device: str | None
+    label: str
+
+
+# Other jobs a reference is looked for among (the newest of the same workload).
+MAX_PEERS = 200
+_JOB_REF = re.compile(r"^job (\d+)$")
+
+
+def _device_key(target: str, row: Any) -> tuple[str, str] | None:
+    """What a best trial ran on: the GPU model for a CUDA target, else the CPU model; for
+    a replay (no environment), the sweep it answered from. None when not recorded."""
+    gpu = target.split(":", 1)[0] == "cuda"
+    model = (row.gpu_model if gpu else row.cpu_model) or None
+    if model:
+        return ("device", model)
+    source = row.replayed_from
+    if source:
+        ref = _JOB_REF.match(source)
+        return ("job", ref.group(1)) if ref else ("sweep", PurePath(source).name)
+    return None
+
+
+def _device_text(key: tuple[str, str] | None) -> str | None:
+    if key is None:
+        return None
+    kind, name = key
+    return {"device": name, "job": f"replayed from job {name}",
+            "sweep": f"replayed from {name}"}[kind]  # fmt: skip
+
+
+def best_reference(engine: Engine, job_id: int) -> Reference:
+    """The best known value for a job's workload: the best ok, non-baseline trial among
+    the jobs of the same workload, target label and objective (direction included) whose
+    best ran on the same device as this job's best (a faster result on another machine
+    is not comparable), else the job's own best. Replays, which record no environment,
+    compare by the sweep they replayed (a replay of job N counts as job N's device).
+
+    Cheap at any scale: the jobs table, then per job one index walk of (job, status,
+    value) to its best trial."""
+    with engine.connect() as conn:
+        me = conn.execute(
+            select(Job.workload_id, Job.target, Job.objective, Job.direction).where(
+                Job.id == job_id
+            )
+        ).first()
+        if me is None:
+            return Reference(None, None, True, None, "no such job")
+        best_trial = (
+            select(Trial.id)
+            .where(Trial.job_id == Job.id, rankable())
+            .order_by(*best_first(me.direction))
+            .limit(1)
+            .correlate(Job)
+            .scalar_subquery()
+        )
+        cols = (
+            Job.id,
+            Job.spec[("search", "strategy")].as_string().label("strategy"),
+            Job.n_done,
+            best_trial.label("best_trial"),
+        )
+        peers = conn.execute(
+            select(*cols)
+            .where(
+                Job.workload_id == me.workload_id,
+                Job.target == me.target,
+                Job.objective == me.objective,
+                Job.direction == me.direction,
+            )
+            .order_by(Job.id.desc())
+            .limit(MAX_PEERS)
+        ).all()
+        if not any(p.id == job_id for p in peers):  # beyond the newest MAX_PEERS
+            peers.append(conn.execute(select(*cols).where(Job.id == job_id)).one())
+        trial_ids = [p.best_trial for p in peers if p.best_trial is not None]
+        bests = {
+            r.job_id: r
+            for r in conn.execute(
+                select(
+                    Trial.job_id,
+                    Trial.value,
+                    Environment.cpu_model,
+                    Environment.gpu_model,
+                    Trial.extra["replayed_from"].as_string().label("replayed_from"),
+                )
+                .outerjoin(Environment, Environment.id == Trial.environment_id)
+                .where(Trial.id.in_(trial_ids))
+            )
+        }
+    keys = {j: _device_key(me.target, r) for j, r in bests.items()}
+    for j, key in keys.items():  # a replay of job N ran where job N's best ran
+        if key is not None and key[0] == "job" and int(key[1]) in keys:
+            keys[j] = keys[int(key[1])] or key
+    by_id = {p.id: p for p in peers}
+    mine = bests.get(job_id)
+    if mine is None:
+        return Reference(None, None, True, None, "this job has no ok trial yet")
+    my_key = keys[job_id]
+    device = _device_text(my_key)
+    if my_key is None:
+        return Reference(
+            mine.value, job_id, True, None,
+            "this job's own best: where its trials ran is not recorded, so no other job "
+            "compares",
+        )  # fmt: skip
+    comparable = [j for j in bests if j != job_id and keys[j] == my_key]
+    best_job = job_id
+    for j in sorted(comparable):  # ties: the job itself, then the oldest
+        if better(bests[j].value, bests[best_job].value, me.direction):
+            best_job = j
+    where = f"{me.target} · {device}"
+    if best_job == job_id:
+        why = (
+            f"the best of {len(comparable) + 1} jobs of this workload on {where}"
+            if comparable
+            else f"no other job of this workload on {where}"
+        )
+        return Reference(mine.value, job_id, True, device, f"this job's own best: {why}")
+    peer = by_id[best_job]
+    return Reference(
+        bests[best_job].value, best_job, False, device,
+        f"job {best_job}'s best ({peer.strategy or '-'}, {peer.n_done:,} trials): the best "
+        f"known for this workload on {where}",
+    )  # fmt: skip
+
+
+def best_known(engine: Engine, job: Any) -> tuple[float | None, str]:
+    """(value, where it comes from) of `best_reference` for a job (an id or a JobRow):
+    what the Job page measures "trials to 99% of best" against, with
+    `trials_to_reach(curve, value)`."""
+    ref = best_reference(engine, job if isinstance(job, int) else job.id)
+    return ref.value, ref.label

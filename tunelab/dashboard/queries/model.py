@@ -1,15 +1,42 @@
-"""Model accuracy: how well predicted_cost ranks and estimates the measured latency."""
+"""Model accuracy: how well a cost model's predictions (`predicted_cost`) rank and
+estimate measured latency, which model made them, and how that changes as it retrains.
+
+One definition of each metric, used by every page (the headline, the windows, the cost
+models side by side), over `ok` trials with both a prediction and a measured median:
+
+- Spearman's rho: Pearson's r of average ranks (tied values share the mean position).
+- top-k recall: the expected share of the k fastest measured trials that are among the k
+  predicted fastest when ties are broken at random. A trial tied with others across the
+  k-th place is in a top k with share (k - #better) / #tied (`tie_share`), so recall =
+  sum over trials of share_measured * share_predicted / k, whatever the trial ids.
+  Undefined (None) when n <= k: every trial is then in both sets.
+- MAPE: mean |predicted - measured| / measured (predicted_cost in seconds).
+
+Windows follow the model as it retrains: whole model versions (`model_version`) in
+recording order, merged until a window holds at least `MIN_WINDOW` trials (and at most
+`MAX_WINDOWS` windows); without versions, equal runs of trials in recording order.
+"""
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, Float, Select, and_, case, cast, func, literal, select
+from sqlalchemy import Engine, Float, Select, case, cast, func, literal, select
 
 from tunelab.dashboard.queries.common import OK
-from tunelab.schema.models import Trial
+from tunelab.schema.models import Direction, Trial
+
+# Above this many predicted trials, Spearman's rho and the per-window metrics are
+# computed on an evenly spread sample of about this many (the page says so).
+EXACT_LIMIT = 50_000
+# A window holds at least this many trials (rho over 8 points swings from -0.8 to 0.9),
+MIN_WINDOW = 32
+# and a job is cut into at most this many windows.
+MAX_WINDOWS = 10
 
 
 @dataclass(frozen=True)
@@ -21,18 +48,84 @@ class ModelMetrics:
     spearman: float | None
     topk_recall: float | None
     mape_pct: float | None
-    first_trial: int | None = None
+    first_trial: int | None = None  # trial ids
     last_trial: int | None = None
+    first_version: int | None = None
+    last_version: int | None = None
+
+
+@dataclass(frozen=True)
+class PredictionSource:
+    """One model whose predictions a job's trials record (`Trial.model`, None when they
+    do not say), over which trials and model versions."""
+
+    model: str | None
+    n: int
+    first_version: int | None
+    last_version: int | None
+    first_trial: int
+    last_trial: int
+
+    @property
+    def text(self) -> str:
+        name = f"`{self.model}`" if self.model else "an unnamed model (no `model` recorded)"
+        if self.first_version is None:
+            versions = ""
+        elif self.first_version == self.last_version:
+            versions = f", version {self.first_version}"
+        else:
+            versions = f", versions {self.first_version}-{self.last_version}"
+        return f"{name} ({self.n:,} trials{versions})"
 
 
 @dataclass
 class ModelReport:
-    """Metrics over a job's whole run, and per model version (or per window of trials)."""
+    """Metrics over a job's whole run and per window, and where the predictions came from."""
 
     overall: ModelMetrics | None
     windows: list[ModelMetrics] = field(default_factory=list)
-    by: str = "window"
+    by: str = "window"  # "model version": windows of whole versions; "window": of trials
     sample_step: int = 1  # > 1: rho and windows computed on every sample_step-th trial
+    window_size: int = MIN_WINDOW  # the fewest (sampled) trials a window holds
+    k: int = 10
+    sources: list[PredictionSource] = field(default_factory=list)
+
+
+# -- definitions ---------------------------------------------------------------------
+
+
+def tie_share(k: int, better: int, better_or_equal: int) -> float:
+    """A trial's share of a top-k set: 1 when it and all its ties fit in the first k,
+    0 when k others are strictly better, else (k - better) / (number tied), its chance
+    of being in the top k when the tie is broken at random."""
+    if better_or_equal <= k:
+        return 1.0
+    if better >= k:
+        return 0.0
+    return (k - better) / (better_or_equal - better)
+
+
+def _tie_share_sql(k: int, better: Any, better_or_equal: Any) -> Any:
+    """`tie_share` in SQL, for integer expressions."""
+    return case(
+        (better_or_equal <= k, 1.0),
+        (better >= k, 0.0),
+        else_=cast(k - better, Float) / (better_or_equal - better),
+    )
+
+
+def topk_recall(predicted: Sequence[float], measured: Sequence[float], k: int) -> float | None:
+    """Top-k recall of `predicted` against `measured` (pairs, smaller is better) by the
+    module's definition, in Python: what the SQL computes, for checks and small lists."""
+    n = len(measured)
+    if n <= k:
+        return None
+
+    def shares(xs: Sequence[float]) -> list[float]:
+        s = sorted(xs)
+        return [tie_share(k, bisect_left(s, x), bisect_right(s, x)) for x in xs]
+
+    return sum(a * b for a, b in zip(shares(predicted), shares(measured), strict=True)) / k
 
 
 def _pearson(n: int, sx: float, sy: float, sxx: float, syy: float, sxy: float) -> float | None:
@@ -43,9 +136,52 @@ def _pearson(n: int, sx: float, sy: float, sxx: float, syy: float, sxy: float) -
     return (n * sxy - sx * sy) / math.sqrt(vx * vy)
 
 
-# Above this many predicted trials, Spearman's rho and the per-window metrics are
-# computed on an evenly spread sample of about this many (the page says so).
-EXACT_LIMIT = 50_000
+def not_applicable(objective: str, direction: str) -> str | None:
+    """Why a latency cost model's metrics make no sense for a job with this primary
+    objective, or None when they do (a minimised latency)."""
+    if objective == "latency_s" and direction == Direction.minimize:
+        return None
+    return (
+        f"this job {'maximises' if direction == Direction.maximize else 'minimises'} "
+        f"`{objective}`, and these metrics compare a latency prediction (`predicted_cost`) "
+        "with the measured latency"
+    )
+
+
+def guided(strategy: str) -> bool | None:
+    """Whether a strategy's recorded predictions chose its candidates: the model strategy
+    measures what its model ranks best; exhaustive and random only record the kind's
+    analytical prediction alongside. None for others (not recorded)."""
+    if strategy == "model":
+        return True
+    if strategy in ("exhaustive", "random"):
+        return False
+    return None
+
+
+def provenance(strategy: str, sources: Sequence[PredictionSource]) -> str:
+    """Where a job's predictions came from, in a sentence."""
+    if not sources:
+        return "No trial of this job records a prediction."
+    models = ", then ".join(s.text for s in sources)
+    use = guided(strategy)
+    if use:
+        return (
+            f"Predictions by {models}. They guided the search: the model strategy "
+            "measured the candidates its model ranked best."
+        )
+    if use is False:
+        return (
+            f"Predictions by {models}, recorded alongside: the {strategy} strategy chose "
+            "its candidates without them."
+        )
+    return (
+        f"Predictions by {models}, recorded by the {strategy} strategy (whether they "
+        "guided it is not recorded)."
+    )
+
+
+# -- SQL -----------------------------------------------------------------------------
 
 
 def _predicted(job_id: int) -> list[Any]:
@@ -57,65 +193,172 @@ def _predicted(job_id: int) -> list[Any]:
     ]
 
 
-def _metric_stmt(job_id: int, k: int, group: Any, step: int) -> Select[Any]:
-    """Per group: n, sums for Pearson's r over average ranks (= Spearman's rho with ties),
-    top-k recall and MAPE, over ok trials with both a prediction and a measurement
-    (every `step`-th trial by id when step > 1)."""
+def _kth(conn: Any, job_id: int, col: Any, k: int) -> float | None:
+    """The k-th smallest `col` among a job's predicted trials, None when there are no
+    more than k (recall is then undefined). The measured side walks the (job, status,
+    latency) index; the predicted side is one top-N pass."""
+    rows = conn.execute(
+        select(col).where(*_predicted(job_id)).order_by(col).limit(2).offset(k - 1)
+    ).all()
+    return rows[0][0] if len(rows) == 2 else None
+
+
+def _count_if(cond: Any) -> Any:
+    return func.sum(case((cond, 1), else_=0))
+
+
+def _totals_stmt(job_id: int, vm: float | None, vp: float | None) -> Select[Any]:
+    """One pass over a job's predicted trials, per model: n, the absolute percentage
+    errors' sum, versions and trial ids, and the counts top-k recall needs: trials
+    better than / tied with the k-th measured (vm) and predicted (vp) values, and each
+    combination of the two."""
     pred, meas = Trial.predicted_cost, Trial.latency_median_s
+    kth_m, kth_p = literal(vm, Float), literal(vp, Float)  # NULL: no counts (n <= k)
+    lt_m, eq_m = meas < kth_m, meas == kth_m
+    lt_p, eq_p = pred < kth_p, pred == kth_p
+    return (
+        select(
+            Trial.model.label("model"),
+            func.count().label("n"),
+            func.sum(func.abs(pred - meas) / meas).label("ape"),
+            func.count(Trial.model_version).label("n_versioned"),
+            func.min(Trial.model_version).label("first_version"),
+            func.max(Trial.model_version).label("last_version"),
+            func.min(Trial.id).label("first_id"),
+            func.max(Trial.id).label("last_id"),
+            _count_if(lt_m).label("lt_m"),
+            _count_if(eq_m).label("eq_m"),
+            _count_if(lt_p).label("lt_p"),
+            _count_if(eq_p).label("eq_p"),
+            _count_if(lt_m & lt_p).label("lt_lt"),
+            _count_if(lt_m & eq_p).label("lt_eq"),
+            _count_if(eq_m & lt_p).label("eq_lt"),
+            _count_if(eq_m & eq_p).label("eq_eq"),
+        )
+        .where(*_predicted(job_id))
+        .group_by(Trial.model)
+    )
+
+
+def _recall_from_counts(k: int, c: dict[str, int]) -> float:
+    """Top-k recall from `_totals_stmt`'s counts: trials better than the k-th value on a
+    side have share 1 there, those tied with it share `tie_share`, the rest 0."""
+    sm = tie_share(k, c["lt_m"], c["lt_m"] + c["eq_m"])
+    sp = tie_share(k, c["lt_p"], c["lt_p"] + c["eq_p"])
+    return (c["lt_lt"] + sp * c["lt_eq"] + sm * c["eq_lt"] + sm * sp * c["eq_eq"]) / k
+
+
+def _window_stmt(job_id: int, k: int, step: int, versioned: bool, size: int | None) -> Select[Any]:
+    """Per window (one row each): n, the rank sums of Spearman's rho within the window
+    and over the whole sample (summed over windows for the overall rho), top-k recall's
+    hits, the mean percentage error, trial ids and versions. `size` None: one window."""
     conds = _predicted(job_id)
     if step > 1:
         conds.append(Trial.id % step == 0)
-    base = (
-        select(group.label("g"), Trial.id.label("id"), pred.label("pred"), meas.label("meas"))
-        .where(*conds)
-        .subquery()
+    cols = (
+        Trial.id.label("id"),
+        Trial.predicted_cost.label("pred"),
+        Trial.latency_median_s.label("meas"),
+        Trial.model_version.label("ver"),
     )
+    if size is None:
+        staged = select(*cols, literal(0).label("w")).where(*conds).subquery()
+    else:
+        if versioned:
+            # A unit is one model version: its sampled trial count and first trial id;
+            # the trials of the units recorded before it (by first id) come before it.
+            unit = (func.coalesce(Trial.model, ""), func.coalesce(Trial.model_version, -1))
+            units = select(
+                *cols,
+                func.min(Trial.id).over(partition_by=list(unit)).label("first"),
+                func.count().over(partition_by=list(unit)).label("c"),
+            ).where(*conds).subquery()  # fmt: skip
+            before = func.count().over(order_by=units.c.first) - units.c.c
+            ordered = select(
+                units.c.id, units.c.pred, units.c.meas, units.c.ver,
+                before.label("before"), func.count().over().label("total"),
+            ).subquery()  # fmt: skip
+        else:
+            ordered = select(
+                *cols,
+                (func.row_number().over(order_by=Trial.id) - 1).label("before"),
+                func.count().over().label("total"),
+            ).where(*conds).subquery()  # fmt: skip
+        # Windows of `size` or more: the last, short one merges into the one before.
+        last = case((ordered.c.total // size > 1, ordered.c.total // size - 1), else_=0)
+        w = case((ordered.c.before // size > last, last), else_=ordered.c.before // size)
+        staged = select(
+            ordered.c.id, ordered.c.pred, ordered.c.meas, ordered.c.ver, w.label("w")
+        ).subquery()
 
-    def ranks(col: Any) -> tuple[Any, Any]:
-        # Average rank among ties, (1 + #smaller + #smaller-or-equal) / 2, and a position
-        # (row_number) for top-k; both over one window so the rows are sorted once.
-        w = {"partition_by": base.c.g, "order_by": col}
-        n = func.count().over(partition_by=base.c.g)
-        avg = (cast(func.rank().over(**w), Float) + func.cume_dist().over(**w) * n) / 2.0
-        return avg, func.row_number().over(**w)
+    def ranks(col: Any, by_window: bool) -> tuple[Any, Any]:
+        # rank() is 1 + #better, count() over the same order #better-or-equal (the
+        # default frame ends with the current row's peers): their mean is the average
+        # rank, and both give tie_share.
+        part = {"partition_by": staged.c.w} if by_window else {}
+        rank = func.rank().over(**part, order_by=col)
+        upto = func.count().over(**part, order_by=col)
+        return rank, upto
 
-    (rp, op), (rm, om) = ranks(base.c.pred), ranks(base.c.meas)
+    (rp, lp), (rm, lm) = ranks(staged.c.pred, True), ranks(staged.c.meas, True)
+    (gp, gup), (gm, gum) = ranks(staged.c.pred, False), ranks(staged.c.meas, False)
     ranked = select(
-        base.c.g, base.c.id, base.c.pred, base.c.meas,
-        rp.label("rp"), rm.label("rm"), op.label("op"), om.label("om"),
+        staged.c.w, staged.c.id, staged.c.pred, staged.c.meas, staged.c.ver,
+        rp.label("rp"), lp.label("lp"), rm.label("rm"), lm.label("lm"),
+        gp.label("gp"), gup.label("gup"), gm.label("gm"), gum.label("gum"),
     ).subquery()  # fmt: skip
-    rp, rm = ranked.c.rp, ranked.c.rm
+    r = ranked.c
+
+    def avg(rank: Any, upto: Any) -> Any:
+        return (cast(rank, Float) + upto) / 2.0
+
+    ap, am, gap, gam = avg(r.rp, r.lp), avg(r.rm, r.lm), avg(r.gp, r.gup), avg(r.gm, r.gum)
+    hits = _tie_share_sql(k, r.rp - 1, r.lp) * _tie_share_sql(k, r.rm - 1, r.lm)
     return (
         select(
-            ranked.c.g,
+            r.w,
             func.count().label("n"),
-            func.sum(rp).label("sum_rp"),
-            func.sum(rm).label("sum_rm"),
-            func.sum(rp * rp).label("sum_rp2"),
-            func.sum(rm * rm).label("sum_rm2"),
-            func.sum(rp * rm).label("sum_rprm"),
-            func.sum(case((and_(ranked.c.op <= k, ranked.c.om <= k), 1), else_=0)).label("hits"),
-            func.avg(func.abs(ranked.c.pred - ranked.c.meas) / ranked.c.meas).label("mape"),
-            func.min(ranked.c.id).label("first_id"),
-            func.max(ranked.c.id).label("last_id"),
+            func.sum(ap).label("sx"),
+            func.sum(am).label("sy"),
+            func.sum(ap * ap).label("sxx"),
+            func.sum(am * am).label("syy"),
+            func.sum(ap * am).label("sxy"),
+            func.sum(gap).label("gx"),
+            func.sum(gam).label("gy"),
+            func.sum(gap * gap).label("gxx"),
+            func.sum(gam * gam).label("gyy"),
+            func.sum(gap * gam).label("gxy"),
+            func.sum(hits).label("hits"),
+            func.avg(func.abs(r.pred - r.meas) / r.meas).label("mape"),
+            func.min(r.id).label("first_id"),
+            func.max(r.id).label("last_id"),
+            func.min(r.ver).label("first_version"),
+            func.max(r.ver).label("last_version"),
         )
-        .group_by(ranked.c.g)
-        .order_by(ranked.c.g)
+        .group_by(r.w)
+        .order_by(r.w)
     )
 
 
-def _metrics(label: str, row: Any, k: int) -> ModelMetrics:
-    """A row of `_metric_stmt` as metrics."""
+def _window_metrics(label: str, row: Any, k: int) -> ModelMetrics:
     n = row.n
     return ModelMetrics(
         label=label,
         n=n,
-        spearman=_pearson(n, row.sum_rp, row.sum_rm, row.sum_rp2, row.sum_rm2, row.sum_rprm),
-        topk_recall=row.hits / min(k, n) if n else None,
+        spearman=_pearson(n, row.sx, row.sy, row.sxx, row.syy, row.sxy),
+        topk_recall=row.hits / k if n > k else None,
         mape_pct=row.mape * 100.0 if row.mape is not None else None,
         first_trial=row.first_id,
         last_trial=row.last_id,
+        first_version=row.first_version,
+        last_version=row.last_version,
     )
+
+
+def _version_label(first: int | None, last: int | None) -> str:
+    if first is None:
+        return "-"
+    return f"v{first}" if first == last else f"v{first}-v{last}"
 
 
 def n_predicted(engine: Engine, job_id: int) -> int:
@@ -124,69 +367,71 @@ def n_predicted(engine: Engine, job_id: int) -> int:
         return conn.execute(select(func.count()).where(*_predicted(job_id))).scalar_one()
 
 
-def _exact_topk_recall(conn: Any, job_id: int, k: int) -> float | None:
-    """Of the k fastest measured trials, the share among the k predicted fastest (two
-    LIMIT k queries: the measured side walks the (job, status, latency) index)."""
-    conds = _predicted(job_id)
-    measured = set(
-        conn.execute(
-            select(Trial.id).where(*conds).order_by(Trial.latency_median_s, Trial.id).limit(k)
-        ).scalars()
-    )
-    predicted = set(
-        conn.execute(
-            select(Trial.id).where(*conds).order_by(Trial.predicted_cost, Trial.id).limit(k)
-        ).scalars()
-    )
-    return len(measured & predicted) / len(measured) if measured else None
+def model_report(
+    engine: Engine, job_id: int, *, k: int = 10, per_window: bool = True
+) -> ModelReport:
+    """Spearman's rho, top-k recall and MAPE (the module's definitions) over a job's
+    whole run and per window, and the models that made its predictions.
 
-
-def model_report(engine: Engine, job_id: int, *, k: int = 10, windows: int = 8) -> ModelReport:
-    """Spearman's rho, top-k recall (of the k truly fastest, how many are among the k
-    predicted fastest) and MAPE, over the whole job and per model version.
-
-    A model version is the trials' `model_version` when they record it (the model retrained
-    between versions); otherwise the job's predicted trials are cut, in recording order,
-    into `windows` equal windows. Over the whole job, n, top-k recall and MAPE are always
-    exact; with more than EXACT_LIMIT predicted trials, Spearman's rho and the per-window
-    metrics come from every `sample_step`-th trial (by id).
-    """
+    n, top-k recall and MAPE over the whole job are exact (two top-k look-ups and one
+    pass); with more than EXACT_LIMIT predicted trials, Spearman's rho and the windows
+    come from every `sample_step`-th trial (by id). `per_window` False: no windows (one
+    pass less for pages that show only the whole job)."""
     with engine.connect() as conn:
-        version = Trial.model_version
-        n, mape, n_versioned = conn.execute(
-            select(
-                func.count(),
-                func.avg(
-                    func.abs(Trial.predicted_cost - Trial.latency_median_s) / Trial.latency_median_s
-                ),
-                func.count(version),
-            ).where(*_predicted(job_id))
-        ).one()
+        vm = _kth(conn, job_id, Trial.latency_median_s, k)
+        vp = _kth(conn, job_id, Trial.predicted_cost, k) if vm is not None else None
+        per_model = conn.execute(_totals_stmt(job_id, vm, vp)).all()
+        n = sum(r.n for r in per_model)
         if not n:
-            return ModelReport(overall=None)
+            return ModelReport(overall=None, k=k)
+        sums = {c: sum(getattr(r, c) or 0 for r in per_model) for c in (
+            "ape", "n_versioned", "lt_m", "eq_m", "lt_p", "eq_p", "lt_lt", "lt_eq", "eq_lt",
+            "eq_eq",
+        )}  # fmt: skip
+        sources = sorted(
+            (PredictionSource(r.model, r.n, r.first_version, r.last_version, r.first_id,
+                              r.last_id) for r in per_model),
+            key=lambda s: s.first_trial,
+        )  # fmt: skip
         step = max(1, math.ceil(n / EXACT_LIMIT))
-        sample = conn.execute(_metric_stmt(job_id, k, literal(0), step)).first()
-        if sample is None:  # ids happened to miss the sample: use every trial
+        versioned = sums["n_versioned"] > 0
+        size = max(MIN_WINDOW, math.ceil(math.ceil(n / step) / MAX_WINDOWS))
+        stmt = _window_stmt(job_id, k, step, versioned, size if per_window else None)
+        rows = conn.execute(stmt).all()
+        if not rows:  # ids happened to miss the sample: use every trial
             step = 1
-            sample = conn.execute(_metric_stmt(job_id, k, literal(0), step)).one()
-        overall = ModelMetrics(
-            label="whole job",
-            n=n,
-            spearman=_metrics("", sample, k).spearman,
-            topk_recall=_exact_topk_recall(conn, job_id, k),
-            mape_pct=mape * 100.0 if mape is not None else None,
-        )
-        if n_versioned:
-            group: Any = func.coalesce(version, -1)
-            by = "model version"
-        else:
-            group = func.ntile(windows).over(order_by=Trial.id)
-            by = "window"
-        rows = conn.execute(_metric_stmt(job_id, k, group, step)).all()
-    out = [
-        _metrics(f"v{r.g}" if by == "model version" else f"{r.g}/{len(rows)}", r, k) for r in rows
-    ]
-    return ModelReport(overall=overall, windows=out, by=by, sample_step=step)
+            rows = conn.execute(_window_stmt(job_id, k, 1, versioned, size if per_window
+                                             else None)).all()  # fmt: skip
+    total = sum(r.n for r in rows)
+    g = {c: sum(getattr(r, c) for r in rows) for c in ("gx", "gy", "gxx", "gyy", "gxy")}
+    overall = ModelMetrics(
+        label="whole job",
+        n=n,
+        spearman=_pearson(total, g["gx"], g["gy"], g["gxx"], g["gyy"], g["gxy"]),
+        topk_recall=_recall_from_counts(k, sums) if vm is not None and vp is not None else None,
+        mape_pct=sums["ape"] / n * 100.0,
+        first_trial=min(s.first_trial for s in sources),
+        last_trial=max(s.last_trial for s in sources),
+        first_version=min((s.first_version for s in sources if s.first_version is not None),
+                          default=None),
+        last_version=max((s.last_version for s in sources if s.last_version is not None),
+                         default=None),
+    )  # fmt: skip
+    windows = []
+    if per_window:
+        for i, r in enumerate(rows):
+            label = (_version_label(r.first_version, r.last_version) if versioned
+                     else f"{i + 1}/{len(rows)}")  # fmt: skip
+            windows.append(_window_metrics(label, r, k))
+    return ModelReport(
+        overall=overall,
+        windows=windows,
+        by="model version" if versioned else "window",
+        sample_step=step,
+        window_size=size,
+        k=k,
+        sources=sources,
+    )
 
 
 def prediction_sample(
