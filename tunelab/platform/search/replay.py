@@ -21,10 +21,11 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from tunelab.platform import jobs
 from tunelab.platform.kinds import candidate_key, canonical_json, get_kind
@@ -34,7 +35,7 @@ from tunelab.platform.search.priors import PriorTrial, target_family
 from tunelab.platform.search.space import ListSpace, Space, as_space
 from tunelab.platform.search.strategies import Prediction, make_strategy
 from tunelab.platform.spec import JobSpec, SearchSpec, parse_spec
-from tunelab.schema.models import JobStatus, TrialStatus
+from tunelab.schema.models import Job, JobStatus, TrialStatus
 
 
 class ReplayError(Exception):
@@ -300,12 +301,20 @@ def replay(
 
 
 def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: SearchSpec) -> int:
-    """Store a replay as a completed job (its trials carry the recorded latencies and the
-    predictions made during the replay), so the dashboard can show it. Returns its id."""
+    """Store a replay as a completed job (its trials carry the recorded latencies, every
+    repeat where the sweep kept them, and the predictions made during the replay), so the
+    dashboard can show it. The job plans exactly the trials the replay ran, as a driver
+    would have. Returns its id."""
     spec = sweep.spec.model_copy(
         update={"search": search, "name": f"{sweep.spec.name} replay {result.strategy}"}
     )
     job_id = jobs.create_job(engine, spec)
+    with engine.begin() as conn:
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(n_planned=len(result.keys), started_at=datetime.now(UTC))
+        )
     kind = get_kind(spec.kind)
     recorder = Recorder(engine, job_id, objective=kind.primary())
     for key, pred in zip(result.keys, result.predictions, strict=True):
@@ -315,7 +324,7 @@ def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: Se
             candidate=key,
             params=t["params"],
             status=TrialStatus(t["status"]),
-            latencies_s=[t["latency_s"]] if t["latency_s"] else None,  # the recorded median
+            latencies_s=_recorded_repeats(t),
             predicted_cost=pred.seconds if pred else None,
             model=pred.model if pred else None,
             model_version=pred.version if pred else None,
@@ -325,3 +334,11 @@ def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: Se
     recorder.flush()
     jobs.finish(engine, job_id, JobStatus.completed)
     return job_id
+
+
+def _recorded_repeats(t: dict[str, Any]) -> list[float] | None:
+    """A sweep trial's repeats for a recorded replay: every one the sweep kept, else its
+    median alone; none for a failed trial."""
+    if not t["latency_s"]:
+        return None
+    return list(t.get("latencies_s") or []) or [t["latency_s"]]
