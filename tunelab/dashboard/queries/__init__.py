@@ -35,6 +35,7 @@ from tunelab.dashboard.queries.model import (
     ModelMetrics,
     ModelReport,
     PredictionSource,
+    WorkloadJobs,
     guided,
     model_report,
     n_predicted,
@@ -43,6 +44,7 @@ from tunelab.dashboard.queries.model import (
     provenance,
     tie_share,
     topk_recall,
+    workloads_with_jobs,
 )
 from tunelab.dashboard.queries.trials import (
     TRIAL_LIST_COLUMNS,
@@ -67,6 +69,7 @@ __all__ = [
     "PredictionSource",
     "Reference",
     "TrialFilter",
+    "WorkloadJobs",
     "best_known",
     "best_reference",
     "best_so_far",
@@ -92,4 +95,5 @@ __all__ = [
     "trial_detail",
     "trial_page",
     "trials_to_reach",
+    "workloads_with_jobs",
 ]

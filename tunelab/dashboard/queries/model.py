@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, Float, Select, case, cast, func, literal, select
 
 from tunelab.dashboard.queries.common import OK
-from tunelab.schema.models import Direction, Trial
+from tunelab.schema.models import Direction, Job, Trial, Workload
 
 # Above this many predicted trials, Spearman's rho and the per-window metrics are
 # computed on an evenly spread sample of about this many (the page says so).
@@ -451,3 +451,33 @@ def prediction_sample(
             select(Trial.predicted_cost, Trial.latency_median_s).where(*conds).limit(2 * limit)
         ).all()
     return [(p, m) for p, m in rows]
+
+
+@dataclass(frozen=True)
+class WorkloadJobs:
+    """A workload and the jobs that tuned it (newest first), for picking jobs to compare."""
+
+    workload_id: int
+    description: str
+    kind: str
+    job_ids: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        n = len(self.job_ids)
+        return f"{self.description} ({self.kind}, {n} job{'s' if n != 1 else ''})"
+
+
+def workloads_with_jobs(engine: Engine, limit: int = 2000) -> list[WorkloadJobs]:
+    """Workloads of the newest `limit` jobs, the one tuned most recently first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Job.id, Job.workload_id, Workload.description, Workload.kind)
+            .join(Workload, Workload.id == Job.workload_id)
+            .order_by(Job.id.desc())
+            .limit(limit)
+        ).all()
+    found: dict[int, tuple[str, str, list[int]]] = {}
+    for r in rows:
+        found.setdefault(r.workload_id, (r.description, r.kind, []))[2].append(r.id)
+    return [WorkloadJobs(w, d, kind, tuple(ids)) for w, (d, kind, ids) in found.items()]

@@ -5,6 +5,8 @@ to come within 1% of the best known for its workload."""
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
@@ -18,12 +20,21 @@ RHO = "\u03c1"  # Greek rho, for Spearman's rho
 PAGE = Page(title="Performance model", url_path="model", icon=":material/insights:", order=30)
 
 
-def scatter_figure(pairs: list[tuple[float, float]], *, height: int = 420) -> go.Figure:
-    """Predicted against measured latency, log-log, in one unit, with the line y = x."""
-    unit, scale = style.latency_unit([v for pair in pairs for v in pair])
+def scatter_figure(
+    pairs: list[tuple[float, float]],
+    *,
+    height: int = 420,
+    bounds: tuple[float, float] | None = None,
+    title: str = "",
+) -> go.Figure:
+    """Predicted against measured latency, log-log, in one unit, with the line y = x.
+    `bounds` (seconds): both axes' range and the unit's choice, so that several charts
+    compare."""
+    middle = [math.sqrt(bounds[0] * bounds[1])] if bounds else [v for x in pairs for v in x]
+    unit, scale = style.latency_unit(middle)
     xs = [m * scale for _, m in pairs]
     ys = [p * scale for p, _ in pairs]
-    lo, hi = min(xs + ys), max(xs + ys)
+    lo, hi = (bounds[0] * scale, bounds[1] * scale) if bounds else (min(xs + ys), max(xs + ys))
     fig = go.Figure(
         [
             go.Scatter(x=xs, y=ys, mode="markers", name="trials",
@@ -34,7 +45,14 @@ def scatter_figure(pairs: list[tuple[float, float]], *, height: int = 420) -> go
     )  # fmt: skip
     fig.update_xaxes(title=f"measured latency ({unit})")
     fig.update_yaxes(title=f"predicted latency ({unit})")
-    return style.finish(fig, height=height, x_log=True, y_log=True)
+    style.finish(fig, height=height, x_log=True, y_log=True, legend=not title)
+    if bounds and lo > 0:
+        span = [math.log10(lo) - 0.05, math.log10(hi) + 0.05]  # log axes range in log10
+        fig.update_xaxes(range=span)
+        fig.update_yaxes(range=span)
+    if title:
+        fig.update_layout(title={"text": title, "font": {"size": 14}})
+    return fig
 
 
 def windows_figure(report: queries.ModelReport) -> go.Figure:
