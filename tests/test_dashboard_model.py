@@ -235,15 +235,15 @@ def test_best_known_is_the_same_workload_target_and_device(db_url: str) -> None:
     engine = get_engine(db_url)
     cpu, other = environment_id(engine, CPU_ENV), environment_id(engine, OTHER_CPU)
 
-    def job(name: str, values_ms: list[float], env: int | None, **kw: Any) -> int:
+    def job(name: str, values_ms: list[float | None], env: int | None, **kw: Any) -> int:
         j = make_job(engine, name, **kw)
-        rows = [trial(j, i, {"i": i}, "ok", v * MS, environment_id=env)
-                for i, v in enumerate(values_ms)]  # fmt: skip
+        rows = [trial(j, i, {"i": i}, "ok" if v else "build_error", v * MS if v else None,
+                      environment_id=env) for i, v in enumerate(values_ms)]  # fmt: skip
         add_trials(engine, rows)
         refresh_job(engine, j)
         return j
 
-    mine = job("mine", [3.0, 2.0, 2.5], cpu, size=256, strategy="random")
+    mine = job("mine", [None, 3.0, 2.0, 2.5], cpu, size=256, strategy="random")
     sweep = job("sweep", [4.0, 1.5, 1.8, 1.6], cpu, size=256, strategy="exhaustive")
     add_trials(
         engine,
@@ -272,9 +272,15 @@ def test_best_known_is_the_same_workload_target_and_device(db_url: str) -> None:
     assert queries.best_known(ro, mine) == (pytest.approx(1.5 * MS), ref.label)
     assert queries.best_known(ro, queries.get_job(ro, mine)) == queries.best_known(ro, mine)
     curve = queries.best_so_far(ro, [mine])[mine]
-    assert queries.trials_to_reach(curve) == 2  # its own best, as the Job page says now
+    assert queries.trials_to_reach(curve) == 3  # its own best, as the Job page says now
     assert queries.trials_to_reach(curve, ref.value) is None  # 2.0 ms never near 1.5 ms
-    assert queries.share_of(curve[-1].best, ref.value, False) == pytest.approx(0.75)
+    assert ref.own_value == pytest.approx(2.0 * MS) and not ref.maximize
+    assert queries.share_of(ref.own_value, ref.value, False) == pytest.approx(0.75)
+    # the same without the curve: an index walk near the best, then its trial number
+    assert queries.reach_trial(ro, mine, ref.value) is None
+    assert queries.reach_trial(ro, mine, ref.own_value) == 3  # the failed trial 1 counts
+    assert queries.reach_trial(ro, mine, 3.0 * MS) == queries.trials_to_reach(curve, 3.0 * MS) == 2
+    assert queries.reach_trial(ro, mine, None) is None
 
     own = queries.best_reference(ro, sweep)
     assert own.own and own.job_id == sweep and own.value == pytest.approx(1.5 * MS)
@@ -318,6 +324,7 @@ def test_replays_of_a_committed_sweep(sqlite_url: str, monkeypatch: pytest.Monke
         # the replay's own count of trials to 99% of the sweep's best agrees
         expected = results[name].trials_to_reach(sweep.best() / 0.99)
         assert queries.trials_to_reach(curves[ids[name]], ref.value) == expected
+        assert queries.reach_trial(ro, ids[name], ref.value) == expected
     assert queries.trials_to_reach(curves[ids["random"]], sweep.best()) is None  # never
     assert queries.trials_to_reach(curves[ids["random"]]) is not None  # its own best: yes
 

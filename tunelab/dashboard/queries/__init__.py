@@ -16,6 +16,7 @@ from tunelab.dashboard.queries.curves import (
     best_known,
     best_reference,
     best_so_far,
+    reach_trial,
     share_of,
     trials_to_reach,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "not_applicable",
     "prediction_sample",
     "provenance",
+    "reach_trial",
     "rows_to_csv",
     "share_of",
     "status_counts",

@@ -78,22 +78,28 @@ def best_so_far(engine: Engine, job_ids: Sequence[int]) -> dict[int, list[CurveP
     return out
 
 
-def _reached(value: float, reference: float, maximize: bool, fraction: float) -> bool:
-    """Whether `value` is within `fraction` of `reference` in the objective's direction:
-    a cost at most reference / fraction (a latency at 99% of the reference's speed), a
-    positive maximised value at least reference * fraction. For a reference at or below
-    zero (a reward), within (1 - fraction) * |reference| of it."""
+def _threshold(reference: float, maximize: bool, fraction: float) -> float:
+    """The value a trial must reach (a cost at most, a maximised value at least) to come
+    within `fraction` of `reference`: a cost at most reference / fraction (a latency at
+    99% of the reference's speed), a positive maximised value at least reference *
+    fraction; for a reference at or below zero (a reward), within (1 - fraction) *
+    |reference| of it."""
     if reference > 0:
-        return value >= reference * fraction if maximize else value <= reference / fraction
+        return reference * fraction if maximize else reference / fraction
     slack = (1 - fraction) * abs(reference)
-    return value >= reference - slack if maximize else value <= reference + slack
+    return reference - slack if maximize else reference + slack
+
+
+def _reached(value: float, reference: float, maximize: bool, fraction: float) -> bool:
+    target = _threshold(reference, maximize, fraction)
+    return value >= target if maximize else value <= target
 
 
 def trials_to_reach(
     curve: Sequence[CurvePoint], reference: float | None = None, *, fraction: float = 0.99
 ) -> int | None:
     """The trial number at which a job's best-so-far first came within `fraction` of
-    `reference` (see `_reached`); by default its own final best. None without any ok
+    `reference` (see `_threshold`); by default its own final best. None without any ok
     trial, or when it never came that close (a better job's best as reference)."""
     if not curve:
         return None
@@ -102,6 +108,32 @@ def trials_to_reach(
         if _reached(p.best, target, p.maximize, fraction):
             return p.n
     return None
+
+
+def reach_trial(
+    engine: Engine, job_id: int, reference: float | None, *, fraction: float = 0.99
+) -> int | None:
+    """`trials_to_reach(best_so_far(...)[job_id], reference)` without the curve: the first
+    searched ok trial (by id) within `fraction` of `reference` (an index walk of (job,
+    status, value) near the best), then its trial number (trials of any status up to it).
+    None when no trial came that close, or without a reference."""
+    if reference is None:
+        return None
+    with engine.connect() as conn:
+        direction = conn.execute(select(Job.direction).where(Job.id == job_id)).scalar()
+        if direction is None:
+            return None
+        maximize = direction == Direction.maximize
+        target = _threshold(reference, maximize, fraction)
+        close = Trial.value >= target if maximize else Trial.value <= target
+        first = conn.execute(
+            select(func.min(Trial.id)).where(Trial.job_id == job_id, rankable(), close)
+        ).scalar()
+        if first is None:
+            return None
+        return conn.execute(
+            select(func.count()).where(Trial.job_id == job_id, Trial.id <= first)
+        ).scalar_one()
 
 
 def share_of(value: float | None, reference: float | None, maximize: bool) -> float | None:
@@ -119,13 +151,15 @@ class Reference:
 
     `job_id` is the job that holds it (the job itself when `own`); `device` is what its
     best trial ran on (a GPU or CPU model, or the sweep a replay answered from); `label`
-    says all of it in words, for a caption."""
+    says all of it in words, for a caption. `own_value` is the job's own best."""
 
     value: float | None
     job_id: int | None
     own: bool
     device: str | None
     label: str
+    own_value: float | None = None
+    maximize: bool = False
 
 
 # Other jobs a reference is looked for among (the newest of the same workload).
@@ -172,6 +206,7 @@ def best_reference(engine: Engine, job_id: int) -> Reference:
         ).first()
         if me is None:
             return Reference(None, None, True, None, "no such job")
+        maximize = me.direction == Direction.maximize
         best_trial = (
             select(Trial.id)
             .where(Trial.job_id == Job.id, rankable())
@@ -221,14 +256,14 @@ def best_reference(engine: Engine, job_id: int) -> Reference:
     by_id = {p.id: p for p in peers}
     mine = bests.get(job_id)
     if mine is None:
-        return Reference(None, None, True, None, "this job has no ok trial yet")
+        return Reference(None, None, True, None, "this job has no ok trial yet", None, maximize)
     my_key = keys[job_id]
     device = _device_text(my_key)
     if my_key is None:
         return Reference(
             mine.value, job_id, True, None,
             "this job's own best: where its trials ran is not recorded, so no other job "
-            "compares",
+            "compares", mine.value, maximize,
         )  # fmt: skip
     comparable = [j for j in bests if j != job_id and keys[j] == my_key]
     best_job = job_id
@@ -242,12 +277,13 @@ def best_reference(engine: Engine, job_id: int) -> Reference:
             if comparable
             else f"no other job of this workload on {where}"
         )
-        return Reference(mine.value, job_id, True, device, f"this job's own best: {why}")
+        label = f"this job's own best: {why}"
+        return Reference(mine.value, job_id, True, device, label, mine.value, maximize)
     peer = by_id[best_job]
     return Reference(
         bests[best_job].value, best_job, False, device,
         f"job {best_job}'s best ({peer.strategy or '-'}, {peer.n_done:,} trials): the best "
-        f"known for this workload on {where}",
+        f"known for this workload on {where}", mine.value, maximize,
     )  # fmt: skip
 
 

@@ -110,7 +110,7 @@ def _tie_share_sql(k: int, better: Any, better_or_equal: Any) -> Any:
     return case(
         (better_or_equal <= k, 1.0),
         (better >= k, 0.0),
-        else_=cast(k - better, Float) / (better_or_equal - better),
+        else_=cast(k - better, Float) / cast(better_or_equal - better, Float),
     )
 
 

@@ -92,28 +92,26 @@ def window_rows(report: queries.ModelReport) -> list[dict[str, object]]:
     ]
 
 
-def reach_text(reach: int | None, n_done: int, curve: list[queries.CurvePoint]) -> str:
+def reach_text(reach: int | None, n_done: int, ref: queries.Reference) -> str:
     """'6 of 8', 'not reached in 64', or 'no ok trial yet'."""
-    if not curve:
+    if ref.own_value is None:
         return "no ok trial yet"
     return f"{reach} of {n_done}" if reach is not None else f"not reached in {n_done}"
 
 
-def reference_caption(
-    ref: queries.Reference, curve: list[queries.CurvePoint], reach: int | None, objective: str
-) -> str:
+def reference_caption(ref: queries.Reference, reach: int | None, objective: str) -> str:
     """What "99% of the best" was measured against, and how close the job came."""
-    if ref.value is None or not curve:
+    if ref.value is None:
         return ""
     text = (
         f"Trials to 99%: the first trial whose best-so-far came within 1% of "
         f"{fmt_value(ref.value, objective)}, {ref.label}."
     )
     if reach is None:
-        share = queries.share_of(curve[-1].best, ref.value, curve[-1].maximize)
+        share = queries.share_of(ref.own_value, ref.value, ref.maximize)
         if share is not None:
             text += (
-                f" This job's best, {fmt_value(curve[-1].best, objective)}, is "
+                f" This job's best, {fmt_value(ref.own_value, objective)}, is "
                 f"{100 * share:.1f}% of it."
             )
     return text
@@ -134,16 +132,15 @@ def render(engine: Engine) -> None:
     @st.fragment(run_every=common.refresh_every([job]))
     def body() -> None:
         j = queries.get_job(engine, job.id) or job
-        curve = queries.best_so_far(engine, [j.id])[j.id]
         ref = queries.best_reference(engine, j.id)
-        reach = queries.trials_to_reach(curve, ref.value)
+        reach = queries.reach_trial(engine, j.id, ref.value)
         st.metric(
             "trials to reach 99% of the best",
-            reach_text(reach, j.n_done, curve),
+            reach_text(reach, j.n_done, ref),
             help="Trials recorded before the best-so-far came within 1% of the best known "
             "for this workload, target and device (the caption says which).",
         )
-        if caption := reference_caption(ref, curve, reach, j.objective):
+        if caption := reference_caption(ref, reach, j.objective):
             st.caption(caption)
         reason = queries.not_applicable(j.objective, j.direction)
         if reason:

@@ -27,7 +27,6 @@ class JobModel:
     job: queries.JobRow
     report: queries.ModelReport | None  # None: not applicable to its objective
     reach: int | None
-    curve: list[queries.CurvePoint]
     reference: queries.Reference
 
     @property
@@ -54,15 +53,13 @@ class JobModel:
 
 
 def collect(engine: Engine, jobs: list[queries.JobRow], k: int) -> list[JobModel]:
-    """Each job's model metrics (whole job, no windows), curve and reference."""
-    curves = queries.best_so_far(engine, [j.id for j in jobs])
+    """Each job's model metrics (whole job, no windows), reference and trials to 99%."""
     out = []
     for j in jobs:
         ref = queries.best_reference(engine, j.id)
         applies = queries.not_applicable(j.objective, j.direction) is None
         report = queries.model_report(engine, j.id, k=k, per_window=False) if applies else None
-        reach = queries.trials_to_reach(curves[j.id], ref.value)
-        out.append(JobModel(j, report, reach, curves[j.id], ref))
+        out.append(JobModel(j, report, queries.reach_trial(engine, j.id, ref.value), ref))
     return out
 
 
@@ -86,8 +83,10 @@ def table_rows(rows: list[JobModel], k: int) -> list[dict[str, object]]:
                 f"Spearman {RHO}": num(m.spearman if m else None),
                 f"top-{k} recall": num(m.topk_recall if m else None),
                 "MAPE (%)": num(m.mape_pct if m else None),
-                "trials to 99%": reach_text(r.reach, r.job.n_done, r.curve),
-                "best": fmt_value(r.curve[-1].best, r.job.objective) if r.curve else "",
+                "trials to 99%": reach_text(r.reach, r.job.n_done, r.reference),
+                "best": fmt_value(r.reference.own_value, r.job.objective)
+                if r.reference.own_value is not None
+                else "",
                 "measured against": _against(r.reference),
             }
         )
