@@ -58,6 +58,14 @@ class Objective:
             return f"{what} ({self.unit}, {better} is better)"
         return f"{self.name} ({better} is better)"
 
+    @property
+    def short(self) -> str:
+        """The title without the direction, for narrow places (a parallel axis)."""
+        if self.duration:
+            what = "latency" if self.name == "latency_s" else self.name
+            return f"{what} ({self.unit})"
+        return self.name
+
     def show(self, value: float) -> float:
         return value * self.scale
 
@@ -103,10 +111,10 @@ def cached_importance(_engine: Engine, url: str, job_id: int, n_key: int, log: b
 
 
 def sample_note(jobs: Sequence[queries.JobRow], samples: dict[int, q.ParamSample]) -> str:
-    """'job 3: 3,000 of its 540,000 ok trials (every 180th)' for the sampled jobs."""
+    """'job 3: a sample of 3,000 of its 540,000 ok trials (...)' for the sampled jobs."""
     parts = [
         f"job {j.id}: a sample of {samples[j.id].n:,} of its {samples[j.id].n_ok:,} ok trials "
-        f"(every {samples[j.id].step}th in recording order)"
+        f"(about one in {samples[j.id].step}, evenly spread over its recording order)"
         for j in jobs
         if samples[j.id].step > 1
     ]
@@ -163,7 +171,7 @@ def history_figure(
                                for p, y in zip(searched, ys, strict=True)],
             }  # fmt: skip
         fig.add_trace(
-            go.Scattergl(
+            go.Scatter(
                 x=[x_of(p.n) for p in searched], y=ys, mode="markers", error_y=error,
                 name=f"{job_label(j)}: trials", legendgroup=str(j.id),
                 marker={"color": colour(i), "size": 5, "opacity": 0.45},
@@ -171,15 +179,20 @@ def history_figure(
                 hovertemplate="trial %{customdata[0]}: %{customdata[1]}<extra></extra>",
             )
         )  # fmt: skip
-        baselines = [p for p in h.points if p.baseline is not None]
-        if baselines:
+        # Each baseline (a library's kernel timed beside the search) as a dotted level
+        # across the job's whole run, labelled at its end.
+        x0 = 1 if x_axis == "trial number" else 0
+        x1 = x_of(h.n_trials)
+        for p in h.points:
+            if p.baseline is None or x1 is None:
+                continue
+            y = obj.show(p.value)
             fig.add_trace(
                 go.Scatter(
-                    x=[x_of(p.n) for p in baselines], y=[obj.show(p.value) for p in baselines],
-                    mode="markers", name=f"{job_label(j)}: baselines", legendgroup=str(j.id),
-                    marker={"color": colour(i), "size": 9, "symbol": "x"},
-                    customdata=[[p.baseline, obj.fmt(p.value)] for p in baselines],
-                    hovertemplate="%{customdata[0]}: %{customdata[1]}<extra></extra>",
+                    x=[x0, x1], y=[y, y], mode="lines+text", text=["", p.baseline],
+                    textposition="top left", name=f"{job_label(j)}: {p.baseline}",
+                    legendgroup=str(j.id), line={"color": colour(i), "dash": "dot", "width": 1},
+                    hovertemplate=f"{p.baseline} (trial {p.n}): {obj.fmt(p.value)}<extra></extra>",
                 )
             )  # fmt: skip
         if h.best:
@@ -347,14 +360,14 @@ def parcoords_figure(sample: q.ParamSample, obj: Objective) -> go.Figure:
         ticks = _log_ticks(min(ys), max(ys))
         dims.append(
             {
-                "label": obj.title, "values": logs,
+                "label": obj.short, "values": logs,
                 "tickvals": [math.log10(t) for t in ticks],
                 "ticktext": [f"{t:g}" for t in ticks],
             }
         )  # fmt: skip
         shade = logs
     else:
-        dims.append({"label": obj.title, "values": ys})
+        dims.append({"label": obj.short, "values": ys})
         shade = ys
     fig = go.Figure(
         go.Parcoords(
@@ -366,7 +379,7 @@ def parcoords_figure(sample: q.ParamSample, obj: Objective) -> go.Figure:
         )
     )  # fmt: skip
     fig = finish(fig, height=460, legend=False)
-    fig.update_layout(margin={"t": 60, "l": 60, "r": 60, "b": 20})
+    fig.update_layout(margin={"t": 60, "l": 60, "r": 100, "b": 20})
     return fig
 
 
@@ -462,7 +475,7 @@ def slice_figure(
                 xs = [p[name] for p in s.params if name in p]
                 ys = [obj.show(v) for p, v in zip(s.params, s.values, strict=True) if name in p]
                 fig.add_trace(
-                    go.Scattergl(x=xs, y=ys, mode="markers", name=job_label(j), **legend,
+                    go.Scatter(x=xs, y=ys, mode="markers", name=job_label(j), **legend,
                                  marker={"color": colour(i), "size": 4, "opacity": 0.4}),
                     row=r, col=c,
                 )  # fmt: skip
@@ -500,7 +513,9 @@ def slice_figure(
             )  # fmt: skip
     fig.update_layout(boxmode="group", scattermode="group")
     fig.update_yaxes(title_text=obj.title, col=1)
-    return finish(fig, height=300 * rows + 60, y_log=obj.duration)
+    fig = finish(fig, height=300 * rows + 90, y_log=obj.duration)
+    fig.update_layout(margin={"t": 90})  # the legend above the panels' titles
+    return fig
 
 
 def parameter_sections(
@@ -532,13 +547,15 @@ def parameter_sections(
             return
         st.plotly_chart(parcoords_figure(s, obj), width="stretch", key="explore_parcoords")
         caption = (
-            f"{s.n:,} ok trials of job {job.id}, one line each; the brightest lines are the "
-            "best. Drag along an axis to select a range. Parameters with few values show "
-            "them as ticks, evenly spaced."
+            f"{s.n:,} ok trials of job {job.id}, one line each, coloured by {obj.short}: the "
+            f"brightest are the best ({'highest' if obj.maximize else 'lowest'}). Drag along "
+            "an axis to select a range. Parameters with few values show them as ticks, evenly "
+            "spaced."
         )
         if s.step > 1:
             caption += (
-                f" A sample: every {s.step}th of the job's {s.n_ok:,} ok trials in recording order."
+                f" A sample: about one in {s.step} of the job's {s.n_ok:,} ok trials, evenly "
+                "spread over its recording order."
             )
         st.caption(caption)
         return
