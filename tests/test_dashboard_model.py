@@ -152,11 +152,12 @@ def test_headline_and_windows_agree_and_windows_merge_versions(db_url: str) -> N
                         versions=[i // 8 for i in range(200)])  # fmt: skip
     report = queries.model_report(open_readonly(db_url), job, k=10)
     assert report.by == "model version" and report.window_size == 32
-    # 25 versions of 8: four per window; the last, short one (v24) joins the one before
+    # 25 versions of 8, 200 // 32 = 6 windows of 33.3 trials or more: whole versions
+    # make windows of 40 (5 versions), and the last holds what remains
     assert [w.label for w in report.windows] == [
-        "v0-v3", "v4-v7", "v8-v11", "v12-v15", "v16-v19", "v20-v24"
+        "v0-v4", "v5-v9", "v10-v14", "v15-v19", "v20-v24"
     ]  # fmt: skip
-    assert [w.n for w in report.windows] == [32, 32, 32, 32, 32, 40]
+    assert [w.n for w in report.windows] == [40] * 5
     m = report.overall
     assert m is not None and m.topk_recall == pytest.approx(recall_by_hand(pred, meas, 10))
     assert m.spearman == pytest.approx(spearman(pred, meas))
@@ -180,13 +181,22 @@ def test_windows_without_versions_and_at_most_ten(sqlite_url: str) -> None:
     pairs = [(1.0 + i % 7, 1.0 + i % 5) for i in range(100)]
     job = predicted_job(engine, "plain", pairs, model=None)
     report = queries.model_report(engine, job)
-    # no versions: runs of >= 32 trials in recording order, the short tail merged
-    assert report.by == "window" and [w.n for w in report.windows] == [32, 32, 36]
+    # no versions: 100 // 32 = 3 even runs in recording order (position * 3 // 100)
+    assert report.by == "window" and [w.n for w in report.windows] == [34, 33, 33]
     assert [w.label for w in report.windows] == ["1/3", "2/3", "3/3"]
     big = predicted_job(engine, "big", [(1.0 + i % 13, 1.0 + i % 11) for i in range(1000)],
                         model=None)  # fmt: skip
     report = queries.model_report(engine, big)
     assert report.window_size == 100 and [w.n for w in report.windows] == [100] * 10
+
+
+def test_version_cuts_keep_every_window_at_least_the_size() -> None:
+    eight = [(1 + 8 * v, 8) for v in range(81)]  # a 648-trial model job: a version a batch
+    assert queries.version_cuts(eight, 65) == [1 + 72 * w for w in range(1, 9)]  # 9 x 72
+    # one big version first, then single-trial ones: [60, 40], not [60, 7, 33]
+    uneven = [(1, 60)] + [(61 + i, 1) for i in range(40)]
+    assert queries.version_cuts(uneven, 32) == [61]
+    assert queries.version_cuts([(1, 20), (21, 10)], 32) == []  # fewer than 32: one window
 
 
 def test_sampled_rho_and_windows_exact_headline(
@@ -426,6 +436,7 @@ def test_model_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         "strategy chose its candidates without them." in texts(at)
     )
     assert "ties broken at random" in texts(at)
+    assert "One window: the model did not retrain (version 0 made every prediction)." in texts(at)
     table = at.dataframe[0].value
     assert list(table["n"]) == [5] and list(table["top-2 recall"]) == ["0.75"]
     scatter, windows = figures(at)
@@ -436,6 +447,7 @@ def test_model_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     at.selectbox(key="job").set_value(ids["model"]).run()
     assert "They guided the search" in texts(at)
     assert "`xgboost-combined` (4 trials, versions 1-2)" in texts(at)
+    assert "One window: fewer than 64 trials with a prediction." in texts(at)
     assert metrics(at)["trials to reach 99% of the best"] == "4 of 4"
 
     at.selectbox(key="job").set_value(ids["rewrite"]).run()
@@ -451,8 +463,9 @@ def test_cost_models_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert at.title[0].value == "Cost models"
     at.number_input(key="k").set_value(2).run()
     df = at.dataframe[0].value
-    rows = {r["job"].split(":")[0]: r for r in df.to_dict("records")}
-    guided, alongside = rows[str(ids["model"])], rows[str(ids["random"])]
+    rows = {r["job"]: r for r in df.to_dict("records")}
+    guided, alongside = rows[ids["model"]], rows[ids["random"]]
+    assert (guided["name"], alongside["name"]) == ("guided", "five")
     assert (alongside["cost model"], alongside["predictions"], alongside["strategy"]) == (
         "analytical", "recorded alongside", "random"
     )  # fmt: skip
@@ -465,6 +478,10 @@ def test_cost_models_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert guided["MAPE (%)"] == "25" and guided["top-2 recall"] == "0.75"
     assert guided["Spearman \u03c1"] == f"{4.5 / math.sqrt(4.5 * 5):.3g}"
     assert guided["trials to 99%"] == "4 of 4" and guided["measured against"] == "own best"
+    assert (
+        f"Job {ids['model']}'s best (model, 4 trials): the best known for this workload on "
+        f"llvm · {CPU_ENV['cpu_model']}: 800 µs." in texts(at)
+    )
     charts = figures(at)
     assert [c["layout"]["title"]["text"] for c in charts] == [
         f"job {ids['model']} · xgboost-combined · model",

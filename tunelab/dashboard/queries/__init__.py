@@ -45,6 +45,7 @@ from tunelab.dashboard.queries.model import (
     provenance,
     tie_share,
     topk_recall,
+    version_cuts,
     workloads_with_jobs,
 )
 from tunelab.dashboard.queries.trials import (
@@ -97,5 +98,6 @@ __all__ = [
     "trial_detail",
     "trial_page",
     "trials_to_reach",
+    "version_cuts",
     "workloads_with_jobs",
 ]

@@ -208,9 +208,9 @@ def _count_if(cond: Any) -> Any:
 
 
 def _totals_stmt(job_id: int, vm: float | None, vp: float | None) -> Select[Any]:
-    """One pass over a job's predicted trials, per model: n, the absolute percentage
-    errors' sum, versions and trial ids, and the counts top-k recall needs: trials
-    better than / tied with the k-th measured (vm) and predicted (vp) values, and each
+    """One pass over a job's predicted trials, per model and version: n, the absolute
+    percentage errors' sum, trial ids, and the counts top-k recall needs: trials better
+    than / tied with the k-th measured (vm) and predicted (vp) values, and each
     combination of the two."""
     pred, meas = Trial.predicted_cost, Trial.latency_median_s
     kth_m, kth_p = literal(vm, Float), literal(vp, Float)  # NULL: no counts (n <= k)
@@ -221,9 +221,7 @@ def _totals_stmt(job_id: int, vm: float | None, vp: float | None) -> Select[Any]
             Trial.model.label("model"),
             func.count().label("n"),
             func.sum(func.abs(pred - meas) / meas).label("ape"),
-            func.count(Trial.model_version).label("n_versioned"),
-            func.min(Trial.model_version).label("first_version"),
-            func.max(Trial.model_version).label("last_version"),
+            Trial.model_version.label("version"),
             func.min(Trial.id).label("first_id"),
             func.max(Trial.id).label("last_id"),
             _count_if(lt_m).label("lt_m"),
@@ -236,7 +234,7 @@ def _totals_stmt(job_id: int, vm: float | None, vp: float | None) -> Select[Any]
             _count_if(eq_m & eq_p).label("eq_eq"),
         )
         .where(*_predicted(job_id))
-        .group_by(Trial.model)
+        .group_by(Trial.model, Trial.model_version)
     )
 
 
@@ -248,10 +246,35 @@ def _recall_from_counts(k: int, c: dict[str, int]) -> float:
     return (c["lt_lt"] + sp * c["lt_eq"] + sm * c["eq_lt"] + sm * sp * c["eq_eq"]) / k
 
 
-def _window_stmt(job_id: int, k: int, step: int, versioned: bool, size: int | None) -> Select[Any]:
+def version_cuts(units: Sequence[tuple[int, int]], size: int) -> list[int]:
+    """Where windows of whole model versions start: `units` are (first trial id, trials)
+    per version, in any order. Versions are taken in recording order and a window is
+    closed once it holds total / windows trials (windows = total // size, so at least
+    `size`); a short remainder joins the last window. Returns the first trial ids of
+    the second and later windows."""
+    ordered = sorted(units)
+    total = sum(n for _, n in ordered)
+    target = total / max(1, total // size)
+    cuts: list[int] = []
+    held = 0
+    for first, n in ordered:
+        if held >= target:
+            cuts.append(first)
+            held = 0
+        held += n
+    if cuts and held < target:
+        cuts.pop()
+    return cuts
+
+
+def _window_stmt(
+    job_id: int, k: int, step: int, *, cuts: Sequence[int] | None = None, size: int | None = None
+) -> Select[Any]:
     """Per window (one row each): n, the rank sums of Spearman's rho within the window
     and over the whole sample (summed over windows for the overall rho), top-k recall's
-    hits, the mean percentage error, trial ids and versions. `size` None: one window."""
+    hits, the mean percentage error, trial ids and versions. Windows start at the trial
+    ids `cuts` (whole versions), or are `size` or more trials in recording order cut
+    evenly; neither: one window."""
     conds = _predicted(job_id)
     if step > 1:
         conds.append(Trial.id % step == 0)
@@ -261,35 +284,23 @@ def _window_stmt(job_id: int, k: int, step: int, versioned: bool, size: int | No
         Trial.latency_median_s.label("meas"),
         Trial.model_version.label("ver"),
     )
-    if size is None:
-        staged = select(*cols, literal(0).label("w")).where(*conds).subquery()
+    if size is not None:
+        # Runs of trials: position * windows // total, windows = total // size (>= 1).
+        ordered = select(
+            *cols,
+            (func.row_number().over(order_by=Trial.id) - 1).label("before"),
+            func.count().over().label("total"),
+        ).where(*conds).subquery()  # fmt: skip
+        o = ordered.c
+        windows = case((o.total // size > 1, o.total // size), else_=1)
+        staged = select(o.id, o.pred, o.meas, o.ver, (o.before * windows // o.total).label("w"))
+        staged = staged.subquery()
     else:
-        if versioned:
-            # A unit is one model version: its sampled trial count and first trial id;
-            # the trials of the units recorded before it (by first id) come before it.
-            unit = (func.coalesce(Trial.model, ""), func.coalesce(Trial.model_version, -1))
-            units = select(
-                *cols,
-                func.min(Trial.id).over(partition_by=list(unit)).label("first"),
-                func.count().over(partition_by=list(unit)).label("c"),
-            ).where(*conds).subquery()  # fmt: skip
-            before = func.count().over(order_by=units.c.first) - units.c.c
-            ordered = select(
-                units.c.id, units.c.pred, units.c.meas, units.c.ver,
-                before.label("before"), func.count().over().label("total"),
-            ).subquery()  # fmt: skip
-        else:
-            ordered = select(
-                *cols,
-                (func.row_number().over(order_by=Trial.id) - 1).label("before"),
-                func.count().over().label("total"),
-            ).where(*conds).subquery()  # fmt: skip
-        # Windows of `size` or more: the last, short one merges into the one before.
-        last = case((ordered.c.total // size > 1, ordered.c.total // size - 1), else_=0)
-        w = case((ordered.c.before // size > last, last), else_=ordered.c.before // size)
-        staged = select(
-            ordered.c.id, ordered.c.pred, ordered.c.meas, ordered.c.ver, w.label("w")
-        ).subquery()
+        w: Any = literal(0)
+        if cuts:
+            w = case(*((Trial.id >= c, i) for i, c in reversed(list(enumerate(cuts, 1)))),
+                     else_=0)  # fmt: skip
+        staged = select(*cols, w.label("w")).where(*conds).subquery()
 
     def ranks(col: Any, by_window: bool) -> tuple[Any, Any]:
         # rank() is 1 + #better, count() over the same order #better-or-equal (the
@@ -367,6 +378,24 @@ def n_predicted(engine: Engine, job_id: int) -> int:
         return conn.execute(select(func.count()).where(*_predicted(job_id))).scalar_one()
 
 
+def _sources(per_version: Sequence[Any]) -> list[PredictionSource]:
+    """`_totals_stmt`'s rows summed per model, in the order the models first predicted."""
+    by_model: dict[str | None, list[Any]] = {}
+    for r in per_version:
+        by_model.setdefault(r.model, []).append(r)
+    out = []
+    for model, rows in by_model.items():
+        versions = [r.version for r in rows if r.version is not None]
+        out.append(
+            PredictionSource(
+                model, sum(r.n for r in rows), min(versions, default=None),
+                max(versions, default=None), min(r.first_id for r in rows),
+                max(r.last_id for r in rows),
+            )
+        )  # fmt: skip
+    return sorted(out, key=lambda s: s.first_trial)
+
+
 def model_report(
     engine: Engine, job_id: int, *, k: int = 10, per_window: bool = True
 ) -> ModelReport:
@@ -374,34 +403,31 @@ def model_report(
     whole run and per window, and the models that made its predictions.
 
     n, top-k recall and MAPE over the whole job are exact (two top-k look-ups and one
-    pass); with more than EXACT_LIMIT predicted trials, Spearman's rho and the windows
-    come from every `sample_step`-th trial (by id). `per_window` False: no windows (one
-    pass less for pages that show only the whole job)."""
+    pass, which also counts each model version's trials for the windows); with more
+    than EXACT_LIMIT predicted trials, Spearman's rho and the windows come from every
+    `sample_step`-th trial (by id). `per_window` False: one window (the whole job)."""
     with engine.connect() as conn:
         vm = _kth(conn, job_id, Trial.latency_median_s, k)
         vp = _kth(conn, job_id, Trial.predicted_cost, k) if vm is not None else None
-        per_model = conn.execute(_totals_stmt(job_id, vm, vp)).all()
-        n = sum(r.n for r in per_model)
+        per_version = conn.execute(_totals_stmt(job_id, vm, vp)).all()
+        n = sum(r.n for r in per_version)
         if not n:
             return ModelReport(overall=None, k=k)
-        sums = {c: sum(getattr(r, c) or 0 for r in per_model) for c in (
-            "ape", "n_versioned", "lt_m", "eq_m", "lt_p", "eq_p", "lt_lt", "lt_eq", "eq_lt",
-            "eq_eq",
-        )}  # fmt: skip
-        sources = sorted(
-            (PredictionSource(r.model, r.n, r.first_version, r.last_version, r.first_id,
-                              r.last_id) for r in per_model),
-            key=lambda s: s.first_trial,
-        )  # fmt: skip
+        counts = ("ape", "lt_m", "eq_m", "lt_p", "eq_p", "lt_lt", "lt_eq", "eq_lt", "eq_eq")
+        sums = {c: sum(getattr(r, c) or 0 for r in per_version) for c in counts}
+        sources = _sources(per_version)
         step = max(1, math.ceil(n / EXACT_LIMIT))
-        versioned = sums["n_versioned"] > 0
-        size = max(MIN_WINDOW, math.ceil(math.ceil(n / step) / MAX_WINDOWS))
-        stmt = _window_stmt(job_id, k, step, versioned, size if per_window else None)
-        rows = conn.execute(stmt).all()
+        size = max(MIN_WINDOW, math.ceil(n / MAX_WINDOWS))
+        versioned = any(r.version is not None for r in per_version)
+        window: dict[str, Any] = {}
+        if per_window and versioned:
+            window["cuts"] = version_cuts([(r.first_id, r.n) for r in per_version], size)
+        elif per_window:
+            window["size"] = max(MIN_WINDOW, math.ceil(math.ceil(n / step) / MAX_WINDOWS))
+        rows = conn.execute(_window_stmt(job_id, k, step, **window)).all()
         if not rows:  # ids happened to miss the sample: use every trial
             step = 1
-            rows = conn.execute(_window_stmt(job_id, k, 1, versioned, size if per_window
-                                             else None)).all()  # fmt: skip
+            rows = conn.execute(_window_stmt(job_id, k, 1, **window)).all()
     total = sum(r.n for r in rows)
     g = {c: sum(getattr(r, c) for r in rows) for c in ("gx", "gy", "gxx", "gyy", "gxy")}
     overall = ModelMetrics(

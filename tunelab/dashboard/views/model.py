@@ -117,6 +117,17 @@ def reference_caption(ref: queries.Reference, reach: int | None, objective: str)
     return text
 
 
+def one_window(report: queries.ModelReport) -> str:
+    """Why there is a single window."""
+    (w,) = report.windows
+    if report.by == "model version" and w.first_version == w.last_version:
+        return (
+            f"One window: the model did not retrain (version {w.first_version} made every "
+            "prediction)."
+        )
+    return f"One window: fewer than {2 * report.window_size} trials with a prediction."
+
+
 def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -181,6 +192,8 @@ def render(engine: Engine) -> None:
             st.markdown(f"#### As the model retrains (per {report.by})")
             st.plotly_chart(windows_figure(report), width="stretch", key="windows")
             st.dataframe(window_rows(report), hide_index=True, width="stretch")
+            if len(report.windows) == 1:
+                st.caption(one_window(report))
         unit = (
             f"whole model versions in recording order, merged until each window holds at "
             f"least {report.window_size} trials"

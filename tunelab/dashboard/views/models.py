@@ -75,7 +75,7 @@ def table_rows(rows: list[JobModel], k: int) -> list[dict[str, object]]:
 
         out.append(
             {
-                "job": r.job.label,
+                "job": r.job.id,
                 "strategy": r.job.strategy,
                 "cost model": NOT_APPLICABLE if na else r.cost_model,
                 "predictions": r.use,
@@ -88,9 +88,27 @@ def table_rows(rows: list[JobModel], k: int) -> list[dict[str, object]]:
                 if r.reference.own_value is not None
                 else "",
                 "measured against": _against(r.reference),
+                "name": r.job.name,
             }
         )
     return out
+
+
+def reference_caption(rows: list[JobModel]) -> str:
+    """What each row's trials to 99% were measured against, each reference said once."""
+    text = (
+        "Trials to 99%: the first trial whose best-so-far came within 1% of the best known "
+        "for the workload on the job's target and device; 'own best' where no other job of "
+        "it there did better."
+    )
+    seen: set[int] = set()
+    for r in rows:
+        ref = r.reference
+        if ref.value is None or ref.own or ref.job_id in seen:
+            continue
+        seen.add(ref.job_id)  # type: ignore[arg-type]
+        text += f" {ref.label[0].upper()}{ref.label[1:]}: {fmt_value(ref.value, r.job.objective)}."
+    return text
 
 
 def _against(ref: queries.Reference) -> str:
@@ -141,16 +159,8 @@ def render(engine: Engine) -> None:
         fresh = [queries.get_job(engine, j.id) or j for j in jobs]
         rows = collect(engine, fresh, k)
         st.dataframe(table_rows(rows, k), hide_index=True, width="stretch")
-        against = " ".join(
-            f"Job {r.job.id}: {fmt_value(r.reference.value, r.job.objective)}, {r.reference.label}."
-            for r in rows
-            if r.reference.value is not None
-        )
-        if against:
-            st.caption(
-                "Trials to 99%: the first trial whose best-so-far came within 1% of the best "
-                f"known for the workload on the job's target and device. {against}"
-            )
+        if any(r.reference.value is not None for r in rows):
+            st.caption(reference_caption(rows))
         shown = [r for r in rows if r.report is not None and r.report.overall is not None]
         skipped = [r for r in rows if r.report is None]
         if skipped:
@@ -179,7 +189,9 @@ def render(engine: Engine) -> None:
         for i, r in enumerate(shown):
             with columns[i % len(columns)]:
                 fig = scatter_figure(samples[r.job.id], height=340, bounds=bounds, title=r.title)
-                st.plotly_chart(fig, width="stretch", key=f"scatter-{r.job.id}")
+                # no mode bar: over a narrow chart it would cover the title
+                st.plotly_chart(fig, width="stretch", key=f"scatter-{r.job.id}",
+                                config={"displayModeBar": False})  # fmt: skip
         st.caption(
             f"Spearman {RHO}: rank correlation of predicted and measured latency (ties at "
             f"their average rank). Top-{k} recall: the expected share of the {k} fastest "
