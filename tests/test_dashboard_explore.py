@@ -23,7 +23,7 @@ from tunelab.dashboard import queries, registry
 from tunelab.dashboard.db import clear_cache, open_readonly
 from tunelab.dashboard.importance import encode, fanova, param_importance
 from tunelab.dashboard.queries import explore as q
-from tunelab.dashboard.views.explore import level_stats, refit_key
+from tunelab.dashboard.views.explore import Objective, level_stats, parcoords_figure, refit_key
 from tunelab.platform.jobs import create_job
 from tunelab.platform.spec import parse_spec
 from tunelab.schema.db import get_engine
@@ -212,6 +212,20 @@ def test_level_stats_and_refit_key() -> None:
     assert [refit_key(n) for n in (0, 999, 1000, 1234, 612_345)] == [0, 999, 1000, 1200, 610_000]
 
 
+def test_parallel_axes_show_levels_or_many_numbers() -> None:
+    lrs = [0.001 * (k + 1) for k in range(20)]
+    sample = q.ParamSample(
+        job_id=1, n_ok=20, ids=list(range(20)),
+        params=[{"lr": lr, "opt": "adam" if k % 2 else "sgd"} for k, lr in enumerate(lrs)],
+        values=[1.0 + k for k in range(20)],
+    )  # fmt: skip
+    fig = parcoords_figure(sample, Objective("reward", "maximize", sample.values))
+    lr, opt, reward = fig.data[0].dimensions
+    assert lr.label == "lr" and list(lr.values) == lrs and lr.ticktext is None  # 20 numbers
+    assert list(opt.ticktext) == ["adam", "sgd"] and list(opt.values) == [1, 0] * 10
+    assert reward.label == "reward" and list(reward.values) == sample.values
+
+
 # --------------------------------------------------------------------------- fANOVA
 
 
@@ -278,7 +292,9 @@ def test_fanova_matches_optunas_evaluator() -> None:
         values.append(2e-3 * slow * math.exp(rng.gauss(0, 0.05)))
     mine = param_importance(params, values, log=True, seed=3).importances
 
-    # optuna on the same encoded data and ranges, same forest settings and seed.
+    # optuna on the same encoded data and ranges, same forest settings and seed: the same
+    # forest, so today the two agree to rounding (1e-16); the tolerance leaves room for
+    # another optuna's forest settings.
     enc = encode(params)
     study = optuna.create_study()
     dists = {n: FloatDistribution(float(lo), float(hi)) for n, (lo, hi) in

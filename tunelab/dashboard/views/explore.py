@@ -139,8 +139,9 @@ def history_figure(
     x_axis: str,
     spread: bool,
 ) -> go.Figure:
-    """Per job (one colour each): every sampled ok trial as a dot, baselines as crosses,
-    the best so far as a step line; x as chosen (trial number, time, budget fraction)."""
+    """Per job (one colour each): every sampled ok trial as a dot, its baselines as dotted
+    levels, the best so far as a step line; x as chosen (trial number, time since the
+    job's first trial, fraction of the planned trials)."""
     fig = go.Figure()
     t_max = max((p.elapsed_s or 0.0 for h in histories.values() for p in h.points), default=0.0)
     t_unit, t_div = _time_unit(t_max)
@@ -300,8 +301,11 @@ def importance_section(
         )
         return
     st.plotly_chart(importance_figure(fit, results), width="stretch", key="explore_importance")
+    names: list[str] = []
+    for j in fit:
+        names += [n for n in results[j.id].importances if n not in names]
     rows = []
-    for name in results[fit[0].id].importances:
+    for name in names:
         row: dict[str, Any] = {"parameter": name}
         for j in fit:
             row[job_label(j)] = fmt_number(results[j.id].importances.get(name), 3)
@@ -346,12 +350,14 @@ def parcoords_figure(sample: q.ParamSample, obj: Objective) -> go.Figure:
     dims: list[dict[str, Any]] = []
     for k, name in enumerate(enc.names):
         levels = enc.levels[k]
-        col = enc.x[:, k]
+        if len(levels) > MANY_LEVELS and all(_level_order(v)[0] == 0 for v in levels):
+            # Many numbers (a learning rate, say): their own values on the axis.
+            dims.append({"label": name, "values": [levels[int(r)] for r in enc.x[:, k]]})
+            continue
         dims.append(
             {
-                "label": name, "values": col, "range": [0, len(levels) - 1],
-                "tickvals": list(range(len(levels))) if len(levels) <= MANY_LEVELS else None,
-                "ticktext": [str(v) for v in levels] if len(levels) <= MANY_LEVELS else None,
+                "label": name, "values": enc.x[:, k], "range": [0, len(levels) - 1],
+                "tickvals": list(range(len(levels))), "ticktext": [str(v) for v in levels],
             }
         )  # fmt: skip
     ys = [obj.show(v) for v in sample.values]
