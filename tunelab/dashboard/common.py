@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from tunelab.config import ENV_DB_URL, resolve_db_url
-from tunelab.dashboard import queries
+from tunelab.dashboard import queries, style
 from tunelab.dashboard.db import SchemaMissing, open_readonly
 from tunelab.schema.db import DatabaseError, redact
 
@@ -118,3 +119,50 @@ def pick_one_job(engine: Engine) -> queries.JobRow | None:
 def params_text(params: dict | None) -> str:
     """`k=v, k=v` for a parameter dict."""
     return ", ".join(f"{k}={v}" for k, v in (params or {}).items()) or "-"
+
+
+def cell_params(params: dict | None) -> str:
+    """`k=v, k=v` for a table cell: blank for none."""
+    return ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+
+
+def fmt_objective(value: float | None, objective: str = "latency_s") -> str:
+    """An objective's value for a table cell or metric: a latency in ms/µs for objectives
+    in seconds (`*_s`), else a number, 4 significant figures; blank for none."""
+    if objective.endswith("_s"):
+        return style.fmt_latency(value)
+    return style.fmt_number(value)
+
+
+def fmt_ratio(x: float | None) -> str:
+    """`1.163x`; blank for none."""
+    return f"{style.fmt_number(x)}x" if x is not None else ""
+
+
+def fmt_interval(ci: tuple[float, float] | None) -> str:
+    """A ratio's interval, `1.12x-1.20x`; blank for none."""
+    return f"{fmt_ratio(ci[0])}-{fmt_ratio(ci[1])}" if ci else ""
+
+
+# A log axis reads well when the data spans a few factors of ten; over a narrow range
+# its 1-2-5 ticks leave one label or none, so such an axis stays linear.
+LOG_SPREAD = 4.0
+
+
+def log_axis(values: Sequence[float | None]) -> bool:
+    """Whether latencies `values` deserve a log axis (they span LOG_SPREAD or more)."""
+    xs = [v for v in values if v is not None and v > 0]
+    return bool(xs) and max(xs) / min(xs) >= LOG_SPREAD
+
+
+def stop_when_done(every: float | None, jobs: Sequence[queries.JobRow]) -> None:
+    """In a fragment refreshing every `every` s: once none of `jobs` (as just read) is
+    live any more, rerun the whole page, which stops the refresh and shows the end."""
+    if every is not None and refresh_every(jobs) is None:
+        st.rerun()
+
+
+def wide_columns(widths: dict[str, int | str]) -> dict[str, Any]:
+    """column_config widths (pixels, or small/medium/large) keyed by column name, so the
+    columns that matter most fit in 1400 px."""
+    return {name: st.column_config.Column(name, width=w) for name, w in widths.items()}

@@ -11,8 +11,12 @@ from typing import Any
 from sqlalchemy import Engine, Select, func, select
 
 from tunelab.dashboard.queries.common import OK, aware
+from tunelab.dashboard.queries.trials import baseline_trials
 from tunelab.platform import jobs as platform_jobs
+from tunelab.platform.noise import RESAMPLES, decide
 from tunelab.schema.models import Environment, Job, Trial, Workload
+
+LIVE = ("pending", "running")
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,24 @@ class JobRow:
     objective: str = "latency_s"
     direction: str = "minimize"
     best_value: float | None = None
+    best_trial_id: int | None = None
 
     @property
     def label(self) -> str:
         return f"{self.id}: {self.name} ({self.strategy})"
+
+    @property
+    def trials_text(self) -> str:
+        """`done/planned`, or just `done` for a job that never said what it planned
+        (replays recorded before they did, jobs loaded by hand: not `648/0`)."""
+        return f"{self.n_done}/{self.n_planned}" if self.n_planned > 0 else str(self.n_done)
+
+    @property
+    def progress(self) -> float:
+        """Fraction done, 0-1 (1 for a finished job without a plan)."""
+        if self.n_planned > 0:
+            return min(1.0, self.n_done / self.n_planned)
+        return 1.0 if self.n_done and self.status not in LIVE else 0.0
 
 
 def _job_select() -> Select[Any]:
@@ -62,6 +80,7 @@ def _job_select() -> Select[Any]:
             Job.objective,
             Job.direction,
             Job.best_value,
+            Job.best_trial_id,
             best.c.params.label("best_params"),
             Job.created_at,
             Job.error,
@@ -82,6 +101,7 @@ def _job_row(r: Any, now: datetime) -> JobRow:
         n_done=r.n_done, n_ok=r.n_ok, n_failed=r.n_failed, best_latency_s=r.best_latency_s,
         best_params=r.best_params, created_at=aware(r.created_at) or now, error=r.error,
         objective=r.objective, direction=r.direction, best_value=r.best_value,
+        best_trial_id=r.best_trial_id,
     )  # fmt: skip
 
 
@@ -163,3 +183,73 @@ def common_errors(engine: Engine, job_id: int, limit: int = 5) -> list[dict[str,
             .limit(limit)
         ).all()
     return [dict(r._mapping) for r in rows]
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """A library baseline against the job's best: `ratio` = baseline median / best
+    median (above 1: the best found is faster), with its 95% bootstrap interval
+    (`noise.decide`'s, the verdict's own definition) when both kept repeats."""
+
+    name: str
+    trial_id: int
+    median_s: float
+    best_s: float
+    ratio: float
+    ci: tuple[float, float] | None
+    outcome: str  # win, loss, undecided (the interval), or "" without one
+    source: str  # what the numbers come from, in words
+
+
+CI_TEXT = (
+    f"95% bootstrap interval of the ratio of medians ({RESAMPLES:,} resamples of each "
+    "side's repeats)"
+)
+
+
+def baselines(engine: Engine, job_id: int) -> list[BaselineComparison]:
+    """Each ok library baseline of a timed job against its best: from the final rounds'
+    verdict when the job had them (interleaved re-measurements), else from the search's
+    own repeats of the best trial and the baseline, judged by `noise.decide`."""
+    with engine.connect() as conn:
+        job = conn.execute(
+            select(Job.best_trial_id, Job.verdict, Job.objective).where(Job.id == job_id)
+        ).first()
+        if job is None or job.best_trial_id is None or not job.objective.endswith("_s"):
+            return []
+        rows = conn.execute(
+            baseline_trials(conn, job_id, Trial.latency_median_s, Trial.latencies_s)
+        ).all()
+        if not rows:
+            return []
+        best = conn.execute(
+            select(Trial.latency_median_s, Trial.latencies_s).where(Trial.id == job.best_trial_id)
+        ).first()
+    judged = {b["key"]: b for b in (job.verdict or {}).get("baselines", [])}
+    out: list[BaselineComparison] = []
+    searched: dict[str, list[float]] = {}
+    for r in rows:
+        if r.baseline in judged:
+            b = judged[r.baseline]
+            out.append(BaselineComparison(
+                r.baseline, r.id, b["median_s"], job.verdict["winner_median_s"], b["ratio"],
+                tuple(b["ci"]), b["outcome"],
+                f"final rounds: {job.verdict['rounds']} rounds of interleaved re-measurements",
+            ))  # fmt: skip
+        elif r.baseline not in searched:
+            searched[r.baseline] = list(r.latencies_s or []) or [r.latency_median_s]
+    if not searched or best is None or best.latency_median_s is None:
+        return out
+    best_repeats = list(best.latencies_s or []) or [best.latency_median_s]
+    verdict = decide({"best": best_repeats}, searched, rounds=0)
+    ids = {r.baseline: r.id for r in rows}
+    for c in verdict.baselines:
+        interval = len(best_repeats) > 1 and len(searched[c.key]) > 1
+        out.append(BaselineComparison(
+            c.key, ids[c.key], c.median_s, verdict.winner_median_s, c.ratio,
+            c.ci if interval else None, c.outcome if interval else "",
+            f"search: {len(searched[c.key])} repeats of the baseline, "
+            f"{len(best_repeats)} of the best" if interval
+            else "search: a single measurement on one side, no interval",
+        ))  # fmt: skip
+    return sorted(out, key=lambda b: b.name)

@@ -1,4 +1,5 @@
-"""Job: best-so-far latency against trial number, status breakdown, environment."""
+"""Job: best-so-far against trial number, the library baselines against the best (ratio
+and confidence interval), status breakdown, environment."""
 
 from __future__ import annotations
 
@@ -6,21 +7,30 @@ import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
 
-from tunelab.dashboard import common, queries
+from tunelab.dashboard import common, queries, style
+from tunelab.dashboard.queries import jobs as job_queries
 from tunelab.dashboard.registry import Page
-from tunelab.units import fmt_age, fmt_value
+from tunelab.units import fmt_age
 
 PAGE = Page(title="Job", url_path="job", icon=":material/monitoring:", order=20)
+
+ENV_COLUMNS = {
+    "trials": "trials", "host": "host", "cpu_model": "CPU", "gpu_model": "GPU",
+    "gpu_driver": "GPU driver", "cuda_version": "CUDA", "tvm_version": "TVM",
+    "torch_version": "torch", "python_version": "Python",
+}  # fmt: skip
 
 
 def curve_figure(
     curves: dict[int, list[queries.CurvePoint]], jobs: dict[int, queries.JobRow]
 ) -> go.Figure:
-    """One step line per job (labelled with its search strategy): latency in ms for
-    timing jobs, else the job's objective."""
+    """One step line per job (labelled with its search strategy): latency in ms or µs for
+    timing jobs (a log axis when it spans a few factors of ten), else the objective."""
     fig = go.Figure()
     objectives = {jobs[j].objective for j, points in curves.items() if points}
     timed = objectives <= {"latency_s"}
+    values = [p.best for points in curves.values() for p in points]
+    unit, scale = style.latency_unit(values) if timed else ("", 1.0)
     for job_id, points in curves.items():
         if not points:
             continue
@@ -28,31 +38,81 @@ def curve_figure(
         fig.add_trace(
             go.Scatter(
                 x=[p.n for p in points],
-                y=[p.best * 1e3 if timed else p.best for p in points],
+                y=[p.best * scale for p in points],
                 mode="lines+markers",
                 line_shape="hv",
                 name=f"job {j.id} · {j.strategy}",
+                hovertemplate=f"trial %{{x}}: %{{y:.4g}} {unit}<extra></extra>",
             )
         )
     fig.update_layout(
         xaxis_title="trial number",
-        yaxis_title="best-so-far latency (ms)"
+        yaxis_title=f"best-so-far latency ({unit})"
         if timed
         else f"best-so-far {' / '.join(sorted(objectives))}",
         legend_title="job · strategy",
-        margin={"t": 30},
-        height=380,
     )
-    return fig
+    return style.finish(fig, y_log=timed and common.log_axis(values))
 
 
 def status_figure(counts: dict[str, int]) -> go.Figure:
-    """Trials per status as bars (ok first)."""
-    labels = sorted(counts, key=lambda s: (s != "ok", -counts[s]))
-    colors = ["#2ca02c" if s == "ok" else "#d62728" for s in labels]
-    fig = go.Figure(go.Bar(x=labels, y=[counts[s] for s in labels], marker_color=colors))
-    fig.update_layout(yaxis_title="trials", margin={"t": 30}, height=300)
-    return fig
+    """Trials per status as horizontal bars (ok on top), labels never rotated."""
+    labels = sorted(counts, key=lambda s: (s != "ok", -counts[s]))[::-1]
+    colors = [style.OK_COLOUR if s == "ok" else style.FAILED_COLOUR for s in labels]
+    fig = go.Figure(
+        go.Bar(
+            y=labels, x=[counts[s] for s in labels], orientation="h", marker_color=colors,
+            text=[style.fmt_number(counts[s]) for s in labels], textposition="auto",
+        )
+    )  # fmt: skip
+    fig.update_layout(xaxis_title="trials")
+    return style.finish(fig, height=max(160, 60 + 32 * len(labels)), legend=False)
+
+
+def baseline_rows(rows: list[job_queries.BaselineComparison]) -> list[dict]:
+    """The baselines table: latency, the best's, the ratio and its interval, in words."""
+    return [
+        {
+            "baseline": b.name,
+            "baseline latency": style.fmt_latency(b.median_s),
+            "best latency": style.fmt_latency(b.best_s),
+            "speed-up (baseline ÷ best)": common.fmt_ratio(b.ratio),
+            "95% CI": common.fmt_interval(b.ci),
+            "verdict": {
+                "win": "best is faster", "loss": "baseline is faster",
+                "undecided": "not separated by the noise",
+            }.get(b.outcome, ""),
+            "from": b.source,
+            "trial": b.trial_id,
+        }
+        for b in rows
+    ]  # fmt: skip
+
+
+def baselines_section(engine: Engine, job: queries.JobRow) -> None:
+    rows = job_queries.baselines(engine, job.id)
+    if not rows:
+        return
+    st.markdown("#### Library baselines")
+    first = rows[0]
+    cols = st.columns(3)
+    cols[0].metric(f"baseline {first.name}", style.fmt_latency(first.median_s))
+    cols[1].metric(f"speed-up over {first.name}", common.fmt_ratio(first.ratio),
+                   help="Baseline median ÷ the best trial's median: above 1, the best "
+                   "found is faster than the library.")  # fmt: skip
+    cols[2].metric(
+        "95% CI",
+        common.fmt_interval(first.ci),
+        help=job_queries.CI_TEXT,
+    )
+    st.dataframe(baseline_rows(rows), hide_index=True, width="stretch", key="baselines")
+    st.caption(
+        f"Speed-up: the baseline's median latency ÷ the best trial's. 95% CI: the "
+        f"{job_queries.CI_TEXT.removeprefix('95% ')}, as the final rounds' verdict computes "
+        "it (platform/noise.py); from the final rounds' interleaved re-measurements when "
+        "the job had them, else from the repeats the search measured. Blank: one side "
+        "has a single measurement."
+    )
 
 
 def render(engine: Engine) -> None:
@@ -75,27 +135,30 @@ def render(engine: Engine) -> None:
         st.query_params["compare"] = ",".join(map(str, compare))
     elif "compare" in st.query_params:
         del st.query_params["compare"]
-    every = common.refresh_seconds() if job.status in ("running", "pending") else None
+    shown = [job, *(j for j in others if j.id in compare)]
+    every = common.refresh_every(shown)
 
     @st.fragment(run_every=every)
     def body() -> None:
         j = queries.get_job(engine, job.id) or job
+        common.stop_when_done(every, [j])
         st.subheader(f"{j.name}")
         st.caption(
             f"job {j.id} · **{j.status}** · {j.kind} · {j.target} · {j.workload} · "
             f"strategy {j.strategy} · created {fmt_age(j.created_at)}"
+            + (f" · refreshing every {every:g} s" if every else "")
         )
         counts = queries.status_counts(engine, j.id)
         ids = [j.id, *compare]
         curves = queries.best_so_far(engine, ids)
         reach = queries.trials_to_reach(curves[j.id])
         cols = st.columns(5)
-        cols[0].metric("trials", f"{j.n_done}/{j.n_planned}")
+        cols[0].metric("trials", j.trials_text)
         cols[1].metric("ok", counts.get("ok", 0))
         cols[2].metric("failed", sum(n for s, n in counts.items() if s != "ok"))
         cols[3].metric(
             "best" if j.objective == "latency_s" else f"best {j.objective}",
-            fmt_value(j.best_value, j.objective),
+            common.fmt_objective(j.best_value, j.objective),
         )
         cols[4].metric("trials to 99% of best", reach if reach is not None else "-")
         if j.error:
@@ -109,11 +172,17 @@ def render(engine: Engine) -> None:
                 " trials failed. The status breakdown and the errors below say how."
             )
         else:
-            st.markdown("#### Best-so-far latency")
+            if j.best_params:
+                link = f"trials?job={j.id}&trial={j.best_trial_id}" if j.best_trial_id else ""
+                st.markdown(
+                    f"**Best parameters:** `{common.params_text(j.best_params)}`"
+                    + (f" — [trial {j.best_trial_id}]({link})" if link else "")
+                )
+            baselines_section(engine, j)
+            st.markdown("#### Best-so-far latency" if j.objective == "latency_s"
+                        else f"#### Best-so-far {j.objective}")  # fmt: skip
             jobs = {x.id: x for x in others} | {j.id: j}
             st.plotly_chart(curve_figure(curves, jobs), width="stretch", key="curve")
-            if j.best_params:
-                st.caption(f"best parameters: {common.params_text(j.best_params)}")
         left, right = st.columns(2)
         with left:
             st.markdown("#### Trials by status")
@@ -123,7 +192,7 @@ def render(engine: Engine) -> None:
             st.markdown("#### Environment")
             envs = queries.job_environments(engine, j.id)
             st.dataframe(
-                [{k: v for k, v in e.items() if v is not None} for e in envs],
+                [{ENV_COLUMNS[k]: v for k, v in e.items() if v is not None} for e in envs],
                 hide_index=True,
                 width="stretch",
             )

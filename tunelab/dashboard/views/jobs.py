@@ -1,4 +1,5 @@
-"""Jobs: every job with kind, status, progress, best result so far and age."""
+"""Jobs: every job, what won first (status, best, best parameters, a link to it), then
+its workload, progress, strategy and age."""
 
 from __future__ import annotations
 
@@ -9,33 +10,40 @@ from sqlalchemy import Engine
 
 from tunelab.dashboard import common, queries
 from tunelab.dashboard.registry import Page
-from tunelab.units import fmt_age, fmt_value
+from tunelab.units import fmt_age
 
 PAGE = Page(title="Jobs", url_path="jobs", icon=":material/list:", order=10, default=True)
 PAGE_SIZE = 50
 
+# Shown in this order; the first five fit in 1400 px with room to spare.
+WIDTHS: dict[str, int | str] = {
+    "status": 140, "best": 85, "best params": 330, "open": 60, "job": 210, "workload": 200,
+    "trials": 90, "progress": 90, "ok": 55, "failed": 55, "strategy": 90, "kind": 110,
+    "target": 120, "objective": 120, "created": 80, "id": 50,
+}  # fmt: skip
+
 
 def table_rows(jobs: list[queries.JobRow]) -> list[dict]:
-    """The Jobs table as plain rows (what the page shows, one dict per job)."""
+    """The Jobs table as plain rows (what the page shows, one dict per job, in column
+    order); empty cells are blank."""
     return [
         {
-            "id": j.id,
-            "name": j.name,
-            "kind": j.kind,
-            "target": j.target,
-            "workload": j.workload,
-            "strategy": j.strategy,
             "status": j.status,
-            "progress": (j.n_done / j.n_planned) if j.n_planned else (1.0 if j.n_done else 0.0),
-            "trials": f"{j.n_done}/{j.n_planned}",
+            "best": common.fmt_objective(j.best_value, j.objective),
+            "best params": common.cell_params(j.best_params),
+            "open": f"job?job={j.id}",
+            "job": j.name,
+            "workload": j.workload,
+            "trials": j.trials_text,
+            "progress": j.progress,
             "ok": j.n_ok,
             "failed": j.n_failed,
-            "best_ms": j.best_latency_s * 1e3 if j.best_latency_s is not None else None,
-            "best": fmt_value(j.best_value, j.objective),
+            "strategy": "" if j.strategy == "-" else j.strategy,
+            "kind": j.kind,
+            "target": j.target,
             "objective": f"{j.objective} ({j.direction[:3]})",
-            "best params": common.params_text(j.best_params) if j.best_params else "-",
-            "age": fmt_age(j.created_at),
-            "open": f"job?job={j.id}",
+            "created": fmt_age(j.created_at),
+            "id": j.id,
         }
         for j in jobs
     ]
@@ -56,20 +64,20 @@ def render(engine: Engine) -> None:
     page = 1
     if pages > 1:
         page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="page"))
-    # Refresh while a job this view shows is pending or running.
-    live_statuses = [s for s in ("pending", "running") if not status_sel or s in status_sel]
-    live = (
-        bool(live_statuses)
-        and queries.list_jobs(engine, kinds=kind_sel, statuses=live_statuses, limit=0)[1] > 0
-    )
-    every = common.refresh_seconds() if live else None
 
-    @st.fragment(run_every=every)
-    def jobs_table() -> None:
-        jobs, n = queries.list_jobs(
+    def page_jobs() -> tuple[list[queries.JobRow], int]:
+        return queries.list_jobs(
             engine, kinds=kind_sel, statuses=status_sel, limit=PAGE_SIZE,
             offset=(page - 1) * PAGE_SIZE,
         )  # fmt: skip
+
+    shown, _ = page_jobs()
+    every = common.refresh_every(shown)  # while a job on this page is pending or running
+
+    @st.fragment(run_every=every)
+    def jobs_table() -> None:
+        jobs, n = page_jobs()
+        common.stop_when_done(every, jobs)
         running = sum(j.status.startswith("running") for j in jobs)
         st.caption(
             f"{n} jobs" + (f", {running} running" if running else "")
@@ -83,9 +91,19 @@ def render(engine: Engine) -> None:
             hide_index=True,
             width="stretch",
             column_config={
-                "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1),
-                "best_ms": st.column_config.NumberColumn("best (ms)", format="%.4f"),
-                "open": st.column_config.LinkColumn("open", display_text="details"),
+                **common.wide_columns(WIDTHS),
+                "progress": st.column_config.ProgressColumn(
+                    "progress", min_value=0, max_value=1, width=WIDTHS["progress"]
+                ),
+                "open": st.column_config.LinkColumn(
+                    "open", display_text="details", width=WIDTHS["open"]
+                ),
+                "best": st.column_config.TextColumn(
+                    "best",
+                    width=WIDTHS["best"],
+                    help="The best value of the job's primary objective (latency: the "
+                    "median repeat, in ms or µs).",
+                ),
             },
         )
 
