@@ -7,8 +7,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import Engine
 
-from tunelab.dashboard import common, queries
+from tunelab.dashboard import common, queries, style
 from tunelab.dashboard.registry import Page
+from tunelab.units import fmt_seconds
 from tunelab.workers.graph_rewrite.dashboard import queries as gq
 
 PAGE = Page(
@@ -20,32 +21,45 @@ PAGE = Page(
 )
 
 
+# More models than this: horizontal bars (model names never rotated over each other).
+MAX_VERTICAL = 4
+METRICS = ["mean_return", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"]
+
+
 def speedup_figure(rows: list[gq.SearchBest]) -> go.Figure:
-    """Grouped bars: per model, the best measured speedup of each search."""
+    """Grouped bars: per model, the best measured speedup of each search (horizontal when
+    there are many models), against a dotted line at 1 (the original graph)."""
+    models = list(dict.fromkeys(r.model for r in rows))
+    horizontal = len(models) > MAX_VERTICAL
     fig = go.Figure()
     for search in sorted({r.search for r in rows}):
         mine = [r for r in rows if r.search == search]
-        fig.add_trace(
-            go.Bar(
-                x=[r.model for r in mine],
-                y=[r.speedup for r in mine],
-                name=search,
-                text=[f"{r.speedup:.3f}x" for r in mine],
-                textposition="outside",
-                hovertext=[f"job {r.job_id}, {r.trials} trials" for r in mine],
-            )
-        )
+        bars = {
+            "name": search,
+            "text": [common.fmt_ratio(r.speedup) for r in mine],
+            "hovertext": [f"job {r.job_id}, {r.trials} trials" for r in mine],
+        }
+        if horizontal:
+            bars |= {"y": [r.model for r in mine], "x": [r.speedup for r in mine],
+                     "orientation": "h", "textposition": "auto"}  # fmt: skip
+        else:
+            bars |= {"x": [r.model for r in mine], "y": [r.speedup for r in mine],
+                     "textposition": "outside"}  # fmt: skip
+        fig.add_trace(go.Bar(**bars))
+    title = "speedup over the original graph (measured, higher is better)"
+    fig.update_layout(barmode="group")
+    if horizontal:
+        fig.add_vline(x=1.0, line_dash="dot", annotation_text="original")
+        fig.update_layout(xaxis_title=title, yaxis={"autorange": "reversed"})
+        n = len({r.search for r in rows})
+        return style.finish(fig, height=120 + 26 * len(models) * n)
     fig.add_hline(y=1.0, line_dash="dot", annotation_text="original")
-    fig.update_layout(
-        barmode="group",
-        yaxis_title="speedup over the original graph (measured, higher is better)",
-        margin={"t": 30},
-        height=420,
-    )
-    return fig
+    fig.update_layout(yaxis_title=title)
+    return style.finish(fig, height=420)
 
 
 def curve_figure(curves: dict[str, list[dict]], metric: str, x: str) -> go.Figure:
+    """One line per job (or evaluated model): `metric` against `x`, linear axes."""
     fig = go.Figure()
     for name, points in curves.items():
         pts = [p for p in points if p.get(metric) is not None]
@@ -55,10 +69,25 @@ def curve_figure(curves: dict[str, list[dict]], metric: str, x: str) -> go.Figur
                 y=[p[metric] for p in pts],
                 mode="lines+markers",
                 name=name,
+                hovertemplate=f"{x} %{{x}}: %{{y:.4g}}<extra>{name}</extra>",
             )
         )
-    fig.update_layout(xaxis_title=x, yaxis_title=metric, margin={"t": 30}, height=360)
-    return fig
+    fig.update_layout(xaxis_title=x, yaxis_title=metric)
+    return style.finish(fig, height=360)
+
+
+def table_rows(rows: list[gq.SearchBest]) -> list[dict]:
+    """The best graph of each search, with human column names and formatted numbers."""
+    return [
+        {
+            "model": r.model, "search": r.search,
+            "speed-up": common.fmt_ratio(r.speedup),
+            "model speed-up": common.fmt_ratio(r.model_speedup),
+            "trials": r.trials, "search time": fmt_seconds(r.search_s),
+            "best trial": r.trial_id, "job": r.job_id,
+        }
+        for r in rows
+    ]  # fmt: skip
 
 
 def render(engine: Engine) -> None:
@@ -76,42 +105,52 @@ def render(engine: Engine) -> None:
         format_func=lambda i: by_id[i].label,
         key="jobs",
     )
-    rows = gq.best_per_search(engine, chosen)
-    if rows:
-        st.subheader("Best graph per search")
-        st.plotly_chart(speedup_figure(rows), width="stretch", key="speedups")
-        st.dataframe([r.__dict__ for r in rows], hide_index=True, width="stretch")
-        st.caption(
-            "Speedup: the original graph's median end-to-end time over the found "
-            "graph's, timed interleaved on the same worker. Model speedup: the same "
-            "ratio by TASO's cost model (sum of per-operator runtimes)."
-        )
-        best = max(rows, key=lambda r: r.speedup)
-        st.subheader(
-            f"Rewrites of the best graph ({best.search}, {best.model}, {best.speedup:.3f}x)"
-        )
-        st.dataframe(gq.rewrite_sequence(engine, best.trial_id), hide_index=True)
-    else:
-        st.info("None of these jobs has an ok trial yet.")
-    curves = {f"job {j}": gq.learning_curve(engine, j) for j in chosen}
-    curves = {k: v for k, v in curves.items() if v}
-    if curves:
-        st.subheader("Learning curves")
-        metric = st.selectbox(
-            "Metric",
-            ["mean_return", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"],
-            key="metric",
-        )
-        st.plotly_chart(curve_figure(curves, metric, "episodes"), width="stretch", key="lc")
-        evals = {
-            f"job {j} on {m}": pts for j in chosen for m, pts in gq.eval_curves(engine, j).items()
-        }
-        if evals:
-            st.plotly_chart(curve_figure(evals, "speedup", "update"), width="stretch", key="evals")
+    every = common.refresh_every([by_id[i] for i in chosen])
+
+    @st.fragment(run_every=every)
+    def body() -> None:
+        if every is not None:
+            common.stop_when_done(every, [queries.get_job(engine, i) or by_id[i] for i in chosen])
+        rows = gq.best_per_search(engine, chosen)
+        if rows:
+            st.subheader("Best graph per search")
+            st.plotly_chart(speedup_figure(rows), width="stretch", key="speedups")
+            st.dataframe(table_rows(rows), hide_index=True, width="stretch")
             st.caption(
-                "The deterministic policy evaluated every few updates on the "
-                "training model and held-out ones (measured speedup)."
+                "Speed-up: the original graph's median end-to-end time over the found "
+                "graph's, timed interleaved on the same worker. Model speed-up: the same "
+                "ratio by TASO's cost model (sum of per-operator runtimes)."
+                + (f" Refreshing every {every:g} s." if every else "")
             )
+            best = max(rows, key=lambda r: r.speedup)
+            st.subheader(
+                f"Rewrites of the best graph ({best.search}, {best.model}, "
+                f"{common.fmt_ratio(best.speedup)})"
+            )
+            st.dataframe(gq.rewrite_sequence(engine, best.trial_id), hide_index=True)
+        else:
+            st.info("None of these jobs has an ok trial yet.")
+        curves = {f"job {j}": gq.learning_curve(engine, j) for j in chosen}
+        curves = {k: v for k, v in curves.items() if v}
+        if curves:
+            st.subheader("Learning curves")
+            metric = st.selectbox("Metric", METRICS, key="metric")
+            st.plotly_chart(curve_figure(curves, metric, "episodes"), width="stretch", key="lc")
+            evals = {
+                f"job {j} on {m}": pts
+                for j in chosen
+                for m, pts in gq.eval_curves(engine, j).items()
+            }
+            if evals:
+                st.plotly_chart(
+                    curve_figure(evals, "speedup", "update"), width="stretch", key="evals"
+                )
+                st.caption(
+                    "The deterministic policy evaluated every few updates on the "
+                    "training model and held-out ones (measured speedup)."
+                )
+
+    body()
 
 
 if __name__ == "__main__":
