@@ -295,12 +295,12 @@ def test_jobs_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert list(df["id"]) == [ids["fresh"], ids["broken"], ids["beta"], ids["alpha"]]
     alpha = df[df["id"] == ids["alpha"]].iloc[0]
     assert alpha["trials"] == "8/8" and alpha["ok"] == 5 and alpha["failed"] == 3
-    assert alpha["best_ms"] == pytest.approx(1.0) and alpha["progress"] == 1.0
+    assert alpha["best"] == "1 ms" and alpha["progress"] == 1.0
     assert alpha["strategy"] == "random" and set(alpha["best params"].split(", ")) == {
         "tile_m=32",
         "stages=3",
     }
-    assert math.isnan(df[df["id"] == ids["broken"]].iloc[0]["best_ms"])
+    assert df[df["id"] == ids["broken"]].iloc[0]["best"] == ""  # blank, not None/NaN
     assert "refreshing every" in texts(at)  # a pending job: the table refreshes
     at.multiselect(key="status").set_value(["failed"]).run()
     assert list(at.dataframe[0].value["id"]) == [ids["broken"]]
@@ -313,18 +313,20 @@ def test_job_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = seed(db_url)
     at = app(db_url, monkeypatch, "job", job=ids["alpha"])
     m = metrics(at)
-    assert m["trials"] == "8/8" and m["ok"] == "5" and m["best"] == "1.000 ms"
+    assert m["trials"] == "8/8" and m["ok"] == "5" and m["best"] == "1 ms"
     assert m["trials to 99% of best"] == "6" and m["failed"] == "3"
     assert "**completed**" in texts(at)
     curve, statuses = figures(at)
     (line,) = curve["data"]
     assert line["x"] == [2, 3, 6, 8] and line["y"] == pytest.approx([3.0, 2.0, 1.0, 1.0])
     assert line["name"] == f"job {ids['alpha']} · random"
-    assert dict(zip(statuses["data"][0]["x"], statuses["data"][0]["y"], strict=True)) == {
+    bars = statuses["data"][0]  # horizontal: statuses along y, counts along x
+    assert bars["orientation"] == "h"
+    assert dict(zip(bars["y"], bars["x"], strict=True)) == {
         "ok": 5, "build_error": 1, "timeout": 1, "wrong_result": 1
     }  # fmt: skip
     env = at.dataframe[1].value.iloc[0]
-    assert env["trials"] == 8 and env["cpu_model"] == CPU_ENV["cpu_model"]
+    assert env["trials"] == 8 and env["CPU"] == CPU_ENV["cpu_model"]
 
     at.multiselect(key="compare").set_value([ids["beta"]]).run()
     curve = figures(at)[0]
@@ -379,7 +381,8 @@ def test_speedups_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert by_name["pipelined"]["y"] == pytest.approx([0.4])
     df = at.dataframe[0].value
     assert list(df["jobs"]) == [f"{ids['beta']}, {ids['alpha']}"]  # newest first
-    assert df.iloc[0]["torch_ms"] == pytest.approx(1.6) and df.iloc[0]["speedup"] == 2.5
+    assert df.iloc[0]["torch"] == "1.6 ms" and df.iloc[0]["speed-up"] == "2.5x"
+    assert df.iloc[0]["pipelined"] == "1 ms" and df.iloc[0]["unpipelined"] == "2.5 ms"
     at.multiselect(key="jobs").set_value([ids["alpha"]]).run()
     assert metrics(at) == {"geomean speedup, pipelined vs unpipelined": "2.500x"}
     at.multiselect(key="jobs").set_value([ids["broken"]]).run()
@@ -394,11 +397,11 @@ def test_trials_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(df) == 8 and list(df["status"])[:2] == ["build_error", "ok"]
     at.multiselect(key="status").set_value(["ok"]).run()
     at.text_input(key="params").input("stages=2").run()
-    at.radio(key="order").set_value("latency").run()
+    at.selectbox(key="sort").set_value("latency_median_s").run()
     df = at.dataframe[0].value
-    assert list(df["latency_median_s"] * 1e3) == pytest.approx([1.005, 2.0])
+    assert list(df["median"]) == ["1.005 ms", "2 ms"]
     assert "2 trials match" in texts(at)
-    at.selectbox(key="trial").set_value(int(df["id"].iloc[0])).run()
+    select_row(at, 0)
     assert metrics(at)["median"] == "1.005 ms"
     pipelined = next(d for d in at.dataframe if "buffer" in d.value.columns).value
     assert pipelined.iloc[0].to_dict() == {"buffer": "A", "level": "global->local", "stages": 2}
@@ -407,9 +410,18 @@ def test_trials_page(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     at.multiselect(key="status").set_value(["timeout"]).run()
     at.text_input(key="params").input("").run()
     assert "1 trials match" in texts(at)
+    select_row(at, 0)
     assert any("timeout in trial 3" in c.value for c in at.code)  # the error text
     at.selectbox(key="job").set_value(0).run()  # all jobs
     assert "2 trials match" in texts(at)  # alpha's and broken's timeouts
+
+
+def select_row(at: AppTest, row: int, table: int = 0) -> None:
+    """Click row `row` (0-based) of the page's `table`-th dataframe, as a user would."""
+    key = at.dataframe[table].key
+    at.session_state[key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
 
 
 def test_empty_database(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -474,7 +486,7 @@ def test_postgres_select_only_role(pg_url: str, monkeypatch: pytest.MonkeyPatch)
     reader_url = make_url(pg_url).set(username=role).render_as_string(hide_password=False)
     try:
         at = app(reader_url, monkeypatch, "job", job=ids["alpha"])
-        assert metrics(at)["best"] == "1.000 ms"
+        assert metrics(at)["best"] == "1 ms"
         direct = create_engine(reader_url)
         with pytest.raises(DBAPIError, match="permission denied"), direct.begin() as conn:
             conn.execute(update(Job).values(name="x"))
