@@ -248,7 +248,7 @@ def test_fanova_known_answers() -> None:
     # y depends on x1 alone: x1 explains everything.
     params = [{"x1": rng.randint(0, 4), "x2": rng.randint(0, 4), "x3": rng.random()}
               for _ in range(300)]  # fmt: skip
-    imp = param_importance(params, [p["x1"] ** 2 for p in params])
+    imp = param_importance(params, [p["x1"] ** 2 for p in params], n_trees=16)
     assert imp.importances["x1"] > 0.99
     assert imp.importances["x2"] < 0.005 and imp.importances["x3"] < 0.005
     assert sum(imp.importances.values()) == pytest.approx(1.0)
@@ -259,12 +259,12 @@ def test_fanova_known_answers() -> None:
     # Var(3*[b == 2]) = 9 * 2/9 = 2: shares 1/3 and 2/3, whatever the forest's randomness.
     grid = [{"a": a, "b": b} for a in (0, 1) for b in (0, 1, 2)] * 20
     y = [2.0 * (p["a"] == 1) + 3.0 * (p["b"] == 2) for p in grid]
-    imp = param_importance(grid, y, seed=5)
+    imp = param_importance(grid, y, seed=5, n_trees=16)
     assert imp.importances == pytest.approx({"b": 2 / 3, "a": 1 / 3}, abs=1e-9)
 
     # On log(latency): a factor of 2 between levels is the same effect at 1 ms or 1 s.
     lat = [1e-3 * 2.0 ** (p["b"] == 2) * 1.25 ** (p["a"] == 1) for p in grid]
-    imp = param_importance(grid, lat, log=True)
+    imp = param_importance(grid, lat, log=True, n_trees=16)
     share_b = math.log(2) ** 2 * 2 / 9
     share_a = math.log(1.25) ** 2 / 4
     assert imp.importances["b"] == pytest.approx(share_b / (share_a + share_b), abs=1e-9)
