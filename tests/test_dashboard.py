@@ -276,8 +276,8 @@ def test_model_metrics_match_a_reference_with_ties_and_versions(sqlite_url: str)
 def test_registry_lists_pages_in_order_and_by_kind() -> None:
     pages = registry.discover()
     assert [p.title for p in pages] == [
-        "Jobs", "Job", "Performance model", "Cost models", "Speedups", "Graph rewriting",
-        "Trials",
+        "Jobs", "Job", "History & parameters", "Performance model", "Cost models", "Speedups",
+        "Graph rewriting", "Trials",
     ]  # fmt: skip
     assert all(p.path.is_file() for p in pages) and pages[0].default
     speed = next(p for p in pages if p.title == "Speedups")
