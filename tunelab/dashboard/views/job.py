@@ -102,8 +102,8 @@ def baselines_section(engine: Engine, job: queries.JobRow) -> None:
                    "found is faster than the library.")  # fmt: skip
     cols[2].metric(
         "95% CI",
-        common.fmt_interval(first.ci),
-        help=job_queries.CI_TEXT,
+        common.fmt_interval(first.ci) or "-",
+        help=job_queries.CI_TEXT + ("" if first.ci else ": none, one side has one measurement"),
     )
     st.dataframe(baseline_rows(rows), hide_index=True, width="stretch", key="baselines")
     st.caption(

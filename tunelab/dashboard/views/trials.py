@@ -241,8 +241,8 @@ def render(engine: Engine) -> None:
         st.caption(
             f"{n} trials match; showing {len(rows)} from #{(page - 1) * PAGE_SIZE + 1}, "
             f"sorted by {tq.SORTS[order][0] if order in tq.SORTS else order[2:]}"
-            f"{' (descending)' if descending else ''} over all of them. Click a row for "
-            "its detail." + (f" Refreshing every {every:g} s." if every else "")
+            f"{' (descending)' if descending else ''} across all {n}. Click a row for its "
+            "detail." + (f" Refreshing every {every:g} s." if every else "")
         )
         if not rows:
             st.info("No trial matches these filters.")
