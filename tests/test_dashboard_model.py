@@ -140,7 +140,9 @@ def test_five_trials_by_hand(db_url: str) -> None:
     assert queries.tie_share(2, 0, 2) == 1.0 and queries.tie_share(2, 2, 5) == 0.0
 
 
-def test_headline_and_windows_agree_and_windows_merge_versions(db_url: str) -> None:
+def test_headline_and_windows_agree_and_windows_merge_versions(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """200 trials with heavy ties, a model version per batch of 8: windows of whole
     versions, >= 32 trials each; every metric equals the reference on its trials."""
     engine = get_engine(db_url)
@@ -174,6 +176,15 @@ def test_headline_and_windows_agree_and_windows_merge_versions(db_url: str) -> N
     assert (source.model, source.n, source.first_version, source.last_version) == (
         "xgboost-combined", 200, 0, 24
     )  # fmt: skip
+    # Many versions are counted 10 at a time (at most 20 groups for this 200-trial job):
+    # windows are still whole versions, cut at those groups, the same metrics on each.
+    monkeypatch.setattr(model_queries, "MAX_BUCKETS", 20)
+    coarse = queries.model_report(open_readonly(db_url), job, k=10)
+    assert [(w.label, w.n) for w in coarse.windows] == [
+        ("v0-v9", 80), ("v10-v19", 80), ("v20-v24", 40)
+    ]  # fmt: skip
+    assert coarse.windows[2].spearman == pytest.approx(spearman(pred[160:], meas[160:]))
+    assert coarse.overall == m and coarse.sources == report.sources
 
 
 def test_windows_without_versions_and_at_most_ten(sqlite_url: str) -> None:
@@ -188,6 +199,10 @@ def test_windows_without_versions_and_at_most_ten(sqlite_url: str) -> None:
                         model=None)  # fmt: skip
     report = queries.model_report(engine, big)
     assert report.window_size == 100 and [w.n for w in report.windows] == [100] * 10
+    # a long first version, then one-trial versions: whole versions, no window under 32
+    uneven = predicted_job(engine, "uneven", pairs, versions=[0] * 60 + list(range(1, 41)))
+    report = queries.model_report(engine, uneven)
+    assert [(w.label, w.n) for w in report.windows] == [("v0", 60), ("v1-v40", 40)]
 
 
 def test_version_cuts_keep_every_window_at_least_the_size() -> None:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, Float, Select, case, cast, func, literal, select
+from sqlalchemy import BigInteger, Engine, Float, Select, case, cast, func, literal, select
 
 from tunelab.dashboard.queries.common import OK
 from tunelab.schema.models import Direction, Job, Trial, Workload
@@ -37,6 +37,10 @@ EXACT_LIMIT = 50_000
 MIN_WINDOW = 32
 # and a job is cut into at most this many windows.
 MAX_WINDOWS = 10
+# Versions are counted in at most about this many groups of consecutive versions,
+MAX_BUCKETS = 4000
+# then in this many stretches of a job to find the windows' cuts.
+STRETCHES = 200
 
 
 @dataclass(frozen=True)
@@ -207,35 +211,64 @@ def _count_if(cond: Any) -> Any:
     return func.sum(case((cond, 1), else_=0))
 
 
-def _totals_stmt(job_id: int, vm: float | None, vp: float | None) -> Select[Any]:
-    """One pass over a job's predicted trials, per model and version: n, the absolute
-    percentage errors' sum, trial ids, and the counts top-k recall needs: trials better
-    than / tied with the k-th measured (vm) and predicted (vp) values, and each
-    combination of the two."""
+COUNTS = ("ape", "lt_m", "eq_m", "lt_p", "eq_p", "lt_lt", "lt_eq", "eq_lt", "eq_eq")
+
+
+def _totals_stmt(job_id: int, vm: float | None, vp: float | None, bucket: int) -> Select[Any]:
+    """One pass over a job's predicted trials: per model and per stretch of its versions
+    (a few rows, whatever the number of versions), n, the absolute percentage errors'
+    sum, trial ids and versions, and the counts top-k recall needs: trials better than /
+    tied with the k-th measured (vm) and predicted (vp) values, and each combination.
+
+    Versions are counted `bucket` at a time (consecutive numbers of one model, so that a
+    job with 75,000 versions groups its trials in a few thousand rows, not 75,000), and
+    a stretch (`w`) gathers the buckets that start in the same 1/STRETCHES of the job's
+    trials, in recording order: `version_cuts` joins stretches into windows of whole
+    versions (a stretch is far smaller than a window)."""
     pred, meas = Trial.predicted_cost, Trial.latency_median_s
     kth_m, kth_p = literal(vm, Float), literal(vp, Float)  # NULL: no counts (n <= k)
     lt_m, eq_m = meas < kth_m, meas == kth_m
     lt_p, eq_p = pred < kth_p, pred == kth_p
-    return (
+    flags = {
+        "lt_m": lt_m, "eq_m": eq_m, "lt_p": lt_p, "eq_p": eq_p, "lt_lt": lt_m & lt_p,
+        "lt_eq": lt_m & eq_p, "eq_lt": eq_m & lt_p, "eq_eq": eq_m & eq_p,
+    }  # fmt: skip
+    per_version = (
         select(
             Trial.model.label("model"),
+            func.min(Trial.model_version).label("first_version"),
+            func.max(Trial.model_version).label("last_version"),
             func.count().label("n"),
             func.sum(func.abs(pred - meas) / meas).label("ape"),
-            Trial.model_version.label("version"),
             func.min(Trial.id).label("first_id"),
             func.max(Trial.id).label("last_id"),
-            _count_if(lt_m).label("lt_m"),
-            _count_if(eq_m).label("eq_m"),
-            _count_if(lt_p).label("lt_p"),
-            _count_if(eq_p).label("eq_p"),
-            _count_if(lt_m & lt_p).label("lt_lt"),
-            _count_if(lt_m & eq_p).label("lt_eq"),
-            _count_if(eq_m & lt_p).label("eq_lt"),
-            _count_if(eq_m & eq_p).label("eq_eq"),
+            *(_count_if(cond).label(name) for name, cond in flags.items()),
         )
         .where(*_predicted(job_id))
-        .group_by(Trial.model, Trial.model_version)
+        .group_by(Trial.model, Trial.model_version // bucket)
+        .subquery()
     )
+    v = per_version.c
+    ordered = select(
+        v,
+        cast(func.sum(v.n).over(order_by=v.first_id, rows=(None, 0)) - v.n, BigInteger).label(
+            "before"
+        ),
+        cast(func.sum(v.n).over(), BigInteger).label("total"),
+    ).subquery()
+    o = ordered.c
+    w = (o.before * STRETCHES // o.total).label("w")
+    return select(
+        o.model,
+        w,
+        func.sum(o.n).label("n"),
+        func.sum(o.ape).label("ape"),
+        func.min(o.first_id).label("first_id"),
+        func.max(o.last_id).label("last_id"),
+        func.min(o.first_version).label("first_version"),
+        func.max(o.last_version).label("last_version"),
+        *(func.sum(getattr(o, name)).label(name) for name in flags),
+    ).group_by(o.model, w)
 
 
 def _recall_from_counts(k: int, c: dict[str, int]) -> float:
@@ -248,10 +281,10 @@ def _recall_from_counts(k: int, c: dict[str, int]) -> float:
 
 def version_cuts(units: Sequence[tuple[int, int]], size: int) -> list[int]:
     """Where windows of whole model versions start: `units` are (first trial id, trials)
-    per version, in any order. Versions are taken in recording order and a window is
-    closed once it holds total / windows trials (windows = total // size, so at least
-    `size`); a short remainder joins the last window. Returns the first trial ids of
-    the second and later windows."""
+    of versions, or of stretches of whole versions, in any order. They are taken in
+    recording order and a window is closed once it holds total / windows trials
+    (windows = total // size, so at least `size`); a short remainder joins the last
+    window. Returns the first trial ids of the second and later windows."""
     ordered = sorted(units)
     total = sum(n for _, n in ordered)
     target = total / max(1, total // size)
@@ -378,22 +411,31 @@ def n_predicted(engine: Engine, job_id: int) -> int:
         return conn.execute(select(func.count()).where(*_predicted(job_id))).scalar_one()
 
 
-def _sources(per_version: Sequence[Any]) -> list[PredictionSource]:
+def _sources(rows: Sequence[Any]) -> list[PredictionSource]:
     """`_totals_stmt`'s rows summed per model, in the order the models first predicted."""
     by_model: dict[str | None, list[Any]] = {}
-    for r in per_version:
+    for r in rows:
         by_model.setdefault(r.model, []).append(r)
     out = []
-    for model, rows in by_model.items():
-        versions = [r.version for r in rows if r.version is not None]
+    for model, mine in by_model.items():
+        first = [r.first_version for r in mine if r.first_version is not None]
+        last = [r.last_version for r in mine if r.last_version is not None]
         out.append(
             PredictionSource(
-                model, sum(r.n for r in rows), min(versions, default=None),
-                max(versions, default=None), min(r.first_id for r in rows),
-                max(r.last_id for r in rows),
+                model, sum(int(r.n) for r in mine), min(first, default=None),
+                max(last, default=None), min(r.first_id for r in mine),
+                max(r.last_id for r in mine),
             )
         )  # fmt: skip
     return sorted(out, key=lambda s: s.first_trial)
+
+
+def _stretches(rows: Sequence[Any]) -> list[tuple[int, int]]:
+    """(first trial id, trials) of each stretch of versions, over every model."""
+    by_w: dict[int, list[Any]] = {}
+    for r in rows:
+        by_w.setdefault(int(r.w), []).append(r)
+    return [(min(r.first_id for r in rs), sum(int(r.n) for r in rs)) for rs in by_w.values()]
 
 
 def model_report(
@@ -409,19 +451,21 @@ def model_report(
     with engine.connect() as conn:
         vm = _kth(conn, job_id, Trial.latency_median_s, k)
         vp = _kth(conn, job_id, Trial.predicted_cost, k) if vm is not None else None
-        per_version = conn.execute(_totals_stmt(job_id, vm, vp)).all()
-        n = sum(r.n for r in per_version)
+        n_done = conn.execute(select(Job.n_done).where(Job.id == job_id)).scalar() or 0
+        bucket = max(1, math.ceil(n_done / MAX_BUCKETS))
+        totals = conn.execute(_totals_stmt(job_id, vm, vp, bucket)).all()
+        n = sum(int(r.n) for r in totals)
         if not n:
             return ModelReport(overall=None, k=k)
-        counts = ("ape", "lt_m", "eq_m", "lt_p", "eq_p", "lt_lt", "lt_eq", "eq_lt", "eq_eq")
-        sums = {c: sum(getattr(r, c) or 0 for r in per_version) for c in counts}
-        sources = _sources(per_version)
+        sums = {c: sum(int(getattr(r, c) or 0) for r in totals) for c in COUNTS[1:]}
+        ape = sum(float(r.ape or 0) for r in totals)
+        sources = _sources(totals)
         step = max(1, math.ceil(n / EXACT_LIMIT))
         size = max(MIN_WINDOW, math.ceil(n / MAX_WINDOWS))
-        versioned = any(r.version is not None for r in per_version)
+        versioned = any(s.first_version is not None for s in sources)
         window: dict[str, Any] = {}
         if per_window and versioned:
-            window["cuts"] = version_cuts([(r.first_id, r.n) for r in per_version], size)
+            window["cuts"] = version_cuts(_stretches(totals), size)
         elif per_window:
             window["size"] = max(MIN_WINDOW, math.ceil(math.ceil(n / step) / MAX_WINDOWS))
         rows = conn.execute(_window_stmt(job_id, k, step, **window)).all()
@@ -435,7 +479,7 @@ def model_report(
         n=n,
         spearman=_pearson(total, g["gx"], g["gy"], g["gxx"], g["gyy"], g["gxy"]),
         topk_recall=_recall_from_counts(k, sums) if vm is not None and vp is not None else None,
-        mape_pct=sums["ape"] / n * 100.0,
+        mape_pct=ape / n * 100.0,
         first_trial=min(s.first_trial for s in sources),
         last_trial=max(s.last_trial for s in sources),
         first_version=min((s.first_version for s in sources if s.first_version is not None),
