@@ -211,7 +211,9 @@ def _count_if(cond: Any) -> Any:
     return func.sum(case((cond, 1), else_=0))
 
 
-COUNTS = ("ape", "lt_m", "eq_m", "lt_p", "eq_p", "lt_lt", "lt_eq", "eq_lt", "eq_eq")
+# Top-k recall's counts: better than (lt) / tied with (eq) the k-th measured (m) and
+# predicted (p) values, and each combination of the two.
+COUNTS = ("lt_m", "eq_m", "lt_p", "eq_p", "lt_lt", "lt_eq", "eq_lt", "eq_eq")
 
 
 def _totals_stmt(job_id: int, vm: float | None, vp: float | None, bucket: int) -> Select[Any]:
@@ -229,10 +231,8 @@ def _totals_stmt(job_id: int, vm: float | None, vp: float | None, bucket: int) -
     kth_m, kth_p = literal(vm, Float), literal(vp, Float)  # NULL: no counts (n <= k)
     lt_m, eq_m = meas < kth_m, meas == kth_m
     lt_p, eq_p = pred < kth_p, pred == kth_p
-    flags = {
-        "lt_m": lt_m, "eq_m": eq_m, "lt_p": lt_p, "eq_p": eq_p, "lt_lt": lt_m & lt_p,
-        "lt_eq": lt_m & eq_p, "eq_lt": eq_m & lt_p, "eq_eq": eq_m & eq_p,
-    }  # fmt: skip
+    flags = dict(zip(COUNTS, (lt_m, eq_m, lt_p, eq_p, lt_m & lt_p, lt_m & eq_p, eq_m & lt_p,
+                              eq_m & eq_p), strict=True))  # fmt: skip
     per_version = (
         select(
             Trial.model.label("model"),
@@ -457,7 +457,7 @@ def model_report(
         n = sum(int(r.n) for r in totals)
         if not n:
             return ModelReport(overall=None, k=k)
-        sums = {c: sum(int(getattr(r, c) or 0) for r in totals) for c in COUNTS[1:]}
+        sums = {c: sum(int(getattr(r, c) or 0) for r in totals) for c in COUNTS}
         ape = sum(float(r.ape or 0) for r in totals)
         sources = _sources(totals)
         step = max(1, math.ceil(n / EXACT_LIMIT))
