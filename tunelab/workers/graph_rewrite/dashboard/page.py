@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from tunelab.dashboard import common, queries, style
 from tunelab.dashboard.registry import Page
+from tunelab.platform.steps import CurvePoint
 from tunelab.units import fmt_seconds
 from tunelab.workers.graph_rewrite.dashboard import queries as gq
 
@@ -58,22 +59,48 @@ def speedup_figure(rows: list[gq.SearchBest]) -> go.Figure:
     return style.finish(fig, height=420)
 
 
-def curve_figure(curves: dict[str, list[dict]], metric: str, x: str) -> go.Figure:
-    """One line per job (or evaluated model): `metric` against `x`, linear axes."""
+def curve_figure(curves: dict[str, list[CurvePoint]], metric: str) -> go.Figure:
+    """One line per job (or evaluated model): the mean of `metric` per point against the
+    update, linear axes; where a point summarises several updates, a band from their
+    min to their max."""
     fig = go.Figure()
-    for name, points in curves.items():
-        pts = [p for p in points if p.get(metric) is not None]
+    for i, (name, points) in enumerate(curves.items()):
+        colour = style.PALETTE[i % len(style.PALETTE)]
+        x = [(p.first_step + p.last_step) / 2 for p in points]
+        if any(p.count > 1 for p in points):
+            fig.add_trace(
+                go.Scatter(
+                    x=x + x[::-1],
+                    y=[p.max for p in points] + [p.min for p in points][::-1],
+                    fill="toself", fillcolor=colour, opacity=0.2, line={"width": 0},
+                    hoverinfo="skip", showlegend=False, name=f"{name} (min-max)",
+                )
+            )  # fmt: skip
         fig.add_trace(
             go.Scatter(
-                x=[p.get(x) for p in pts],
-                y=[p[metric] for p in pts],
-                mode="lines+markers",
+                x=x,
+                y=[p.mean for p in points],
+                mode="lines" if len(points) > 60 else "lines+markers",
+                line={"color": colour},
                 name=name,
-                hovertemplate=f"{x} %{{x}}: %{{y:.4g}}<extra>{name}</extra>",
+                hovertemplate=f"update %{{x}}: %{{y:.4g}}<extra>{name}</extra>",
             )
         )
-    fig.update_layout(xaxis_title=x, yaxis_title=metric)
+    fig.update_layout(xaxis_title="update (policy version)", yaxis_title=metric)
     return style.finish(fig, height=360)
+
+
+def summarised(curves: dict[str, list[CurvePoint]]) -> str | None:
+    """A caption when some curve's points stand for several updates each."""
+    big = {name: sum(p.count for p in pts) for name, pts in curves.items()
+           if any(p.count > 1 for p in pts)}  # fmt: skip
+    if not big:
+        return None
+    parts = [f"{name}'s {n:,} updates in {len(curves[name])} points" for name, n in big.items()]
+    return (
+        f"Down-sampled in the database: {', '.join(parts)}; the line is each point's mean, "
+        "the band its min to max."
+    )
 
 
 def table_rows(rows: list[gq.SearchBest]) -> list[dict]:
@@ -130,21 +157,22 @@ def render(engine: Engine) -> None:
             st.dataframe(gq.rewrite_sequence(engine, best.trial_id), hide_index=True)
         else:
             st.info("None of these jobs has an ok trial yet.")
-        curves = {f"job {j}": gq.learning_curve(engine, j) for j in chosen}
+        metric = st.session_state.get("metric", METRICS[0])
+        curves = {f"job {j}": gq.learning_curve(engine, j, metric) for j in chosen}
         curves = {k: v for k, v in curves.items() if v}
         if curves:
             st.subheader("Learning curves")
-            metric = st.selectbox("Metric", METRICS, key="metric")
-            st.plotly_chart(curve_figure(curves, metric, "episodes"), width="stretch", key="lc")
+            st.selectbox("Metric", METRICS, key="metric")
+            st.plotly_chart(curve_figure(curves, metric), width="stretch", key="lc")
+            if note := summarised(curves):
+                st.caption(note)
             evals = {
                 f"job {j} on {m}": pts
                 for j in chosen
                 for m, pts in gq.eval_curves(engine, j).items()
             }
             if evals:
-                st.plotly_chart(
-                    curve_figure(evals, "speedup", "update"), width="stretch", key="evals"
-                )
+                st.plotly_chart(curve_figure(evals, "speedup"), width="stretch", key="evals")
                 st.caption(
                     "The deterministic policy evaluated every few updates on the "
                     "training model and held-out ones (measured speedup)."

@@ -13,6 +13,8 @@ from tunelab.platform import steps as steps_mod
 from tunelab.schema.models import Job, Trial, TrialStatus
 
 KIND = "graph-rewrite"
+# Points of a drawn curve: past this many updates, each point summarises a range of them.
+CURVE_POINTS = 1000
 
 
 @dataclass(frozen=True)
@@ -95,18 +97,23 @@ def rewrite_sequence(engine: Engine, trial_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def learning_curve(engine: Engine, job_id: int) -> list[dict[str, Any]]:
-    """The job's per-update steps (mean return, losses, entropy, KL ...)."""
-    return [{"update": s["step"], **s["metrics"]} for s in steps_mod.read_steps(engine, job_id)]
+def learning_curve(
+    engine: Engine, job_id: int, metric: str, *, buckets: int = CURVE_POINTS
+) -> list[steps_mod.CurvePoint]:
+    """The job's per-update metric (mean return, a loss, entropy ...), down-sampled in
+    the database to at most `buckets` points (each: its updates' min, mean and max), so
+    a million-update curve reads as fast as a short one."""
+    return steps_mod.curve(engine, job_id, metric, buckets=buckets)
 
 
-def eval_curves(engine: Engine, job_id: int) -> dict[str, list[dict[str, Any]]]:
-    """Per evaluated model, the deterministic policy's results by update."""
+def eval_curves(
+    engine: Engine, job_id: int, metric: str = "speedup", *, buckets: int = CURVE_POINTS
+) -> dict[str, list[steps_mod.CurvePoint]]:
+    """Per evaluated model, the deterministic policy's `metric` by update (down-sampled)."""
     out = {}
     for key in steps_mod.trial_keys_with_steps(engine, job_id):
         if key.startswith("eval:"):
-            out[key.removeprefix("eval:")] = [
-                {"update": s["step"], **s["metrics"]}
-                for s in steps_mod.read_steps(engine, job_id, key)
-            ]
+            points = steps_mod.curve(engine, job_id, metric, key, buckets=buckets)
+            if points:
+                out[key.removeprefix("eval:")] = points
     return out
