@@ -151,7 +151,8 @@ def render(engine: Engine) -> None:
         counts = queries.status_counts(engine, j.id)
         ids = [j.id, *compare]
         curves = queries.best_so_far(engine, ids)
-        reach = queries.trials_to_reach(curves[j.id])
+        reference, source = queries.best_known(engine, j)
+        reach = queries.trials_to_reach(curves[j.id], reference)
         cols = st.columns(5)
         cols[0].metric("trials", j.trials_text)
         cols[1].metric("ok", counts.get("ok", 0))
@@ -160,7 +161,18 @@ def render(engine: Engine) -> None:
             "best" if j.objective == "latency_s" else f"best {j.objective}",
             common.fmt_objective(j.best_value, j.objective),
         )
-        cols[4].metric("trials to 99% of best", reach if reach is not None else "-")
+        cols[4].metric(
+            "trials to 99% of best known",
+            reach if reach is not None else (f"not in {j.n_done}" if curves[j.id] else "-"),
+            help="Trials recorded before the best so far came within 1% of the best known "
+            f"for this workload on this target and device: "
+            f"{common.fmt_objective(reference, j.objective)}, {source}.",
+        )
+        if reference is not None:
+            st.caption(
+                f"Trials to 99% are counted against the best known, "
+                f"{common.fmt_objective(reference, j.objective)}: {source}."
+            )
         if j.error:
             st.error(f"job error: {j.error}")
         if not counts:
