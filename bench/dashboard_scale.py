@@ -138,13 +138,14 @@ def page_queries(
         q.list_jobs(engine, limit=500)
         q.get_job(engine, big)
         q.status_counts(engine, big)
-        q.trials_to_reach(q.best_so_far(engine, [big])[big])
+        q.trials_to_reach(q.best_so_far(engine, [big])[big], q.best_known(engine, big)[0])
         q.job_environments(engine, big)
         q.common_errors(engine, big)
 
     def model() -> None:
         q.list_jobs(engine, limit=500)
-        q.best_so_far(engine, [big])
+        ref = q.best_reference(engine, big)
+        q.reach_trial(engine, big, ref.value)
         q.model_report(engine, big, k=10)
         q.prediction_sample(engine, big)
 
