@@ -41,13 +41,19 @@ def visit_every_page(
         if not page.applies_to(kinds):
             continue
         browser.goto(f"{base}/{'' if page.default else page.url_path}?{query}")
-        browser.wait_for("document.querySelector('h1') !== null")
-        browser.wait_idle()
-        # Charts draw after the script ends: wait until each plot has its SVG.
-        browser.wait_for(
-            "[...document.querySelectorAll('.js-plotly-plot')]"
-            ".every(p => p.querySelector('.main-svg') !== null)"
-        )
+        try:
+            # Generous: the first page imports Streamlit, Plotly and pandas on a machine
+            # that may be running other tests.
+            browser.wait_for("document.querySelector('h1') !== null", timeout=180)
+            browser.wait_idle(timeout=180)
+            # Charts draw after the script ends: wait until each plot has its SVG.
+            browser.wait_for(
+                "[...document.querySelectorAll('.js-plotly-plot')]"
+                ".every(p => p.querySelector('.main-svg') !== null)"
+            )
+        except TimeoutError as exc:
+            browser.screenshot(shots / f"{page.url_path}-timeout.png")
+            raise AssertionError(f"{page.title}: {exc}\n{browser.text()}") from exc
         text = browser.text()
         assert browser.evaluate(EXCEPTION_JS) == 0, f"{page.title}: an exception is shown\n{text}"
         for bad in FAILURE_TEXT:
