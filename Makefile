@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 
 .PHONY: install demo test test-quick lint bench bench-dashboard dashboard screenshots chromium clean
+.PHONY: docker wheelhouse
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else "tunelab needs Python 3.11 or 3.12 (set PYTHON=...)")'
@@ -26,7 +27,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/tunelab submit examples/gemm-cpu-demo.yaml --wait
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium docker
 	$(PY) -m pytest
 
 test-quick: $(STAMP)
@@ -56,6 +57,23 @@ chromium:
 	  || { apt-get update -qq >/dev/null 2>&1; \
 	       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
 	       || echo "could not install chromium: the dashboard browser test will be skipped"; }
+
+# A Docker engine and debootstrap for the compose stack's end-to-end test
+# (tests/test_compose_stack.py): installed from Debian's packages when missing and apt-get
+# is there (as root). Where no engine answers, the test starts its own dockerd (own data
+# root); where none can run, it is skipped and says why.
+docker:
+	@{ command -v dockerd >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1; } \
+	  || ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
+	  || { apt-get update -qq >/dev/null 2>&1; \
+	       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null 2>&1 \
+	       || echo "could not install docker.io and debootstrap: the compose stack test will be skipped"; }
+
+# The wheels the compose images install tunelab from (deploy/wheelhouse/, for this venv's
+# Python; see the README's "Running on a cluster"). WHEELHOUSE_ARGS: e.g. another Python's.
+WHEELHOUSE_ARGS ?=
+wheelhouse: $(STAMP)
+	$(PY) deploy/wheelhouse.py $(WHEELHOUSE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
