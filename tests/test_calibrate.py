@@ -59,26 +59,39 @@ def machine() -> CpuMachine:
     return calibrate()
 
 
-def _gcc_fma_flops(tmp: Path) -> float:
+def _gcc_fma_flops(tmp: Path, rounds: int = 1) -> float:
+    """The FMA loop's best rate of one core over `rounds` runs (other work on the
+    machine can only lower it)."""
     gcc = shutil.which("gcc")
     if gcc is None:
         print("SKIP: no gcc on PATH to build the independent FMA loop")
         pytest.skip("no gcc on PATH to build the independent FMA loop")
     exe = tmp / "fma_peak"
-    subprocess.run([gcc, "-O3", "-march=native", "-fopenmp", "-o", exe, FMA_C], check=True)
-    out = subprocess.run([exe], capture_output=True, text=True, check=True, timeout=60,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    return float(out.stdout.split()[-1]) * 1e9  # it prints GFLOP/s of one core
+    if not exe.exists():
+        subprocess.run([gcc, "-O3", "-march=native", "-fopenmp", "-o", exe, FMA_C], check=True)
+    best = 0.0
+    for _ in range(rounds):
+        out = subprocess.run([exe], capture_output=True, text=True, check=True, timeout=60,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        best = max(best, float(out.stdout.split()[-1]) * 1e9)  # GFLOP/s of one core
+    return best
 
 
 def test_calibrated_peak_matches_an_fma_loop_built_with_gcc(
     machine: CpuMachine, tmp_path: Path
 ) -> None:
-    gcc_flops = _gcc_fma_flops(tmp_path)
+    # Both are peaks: other work on the machine (another test, a parallel worker) can
+    # only lower them. Interleave up to three rounds and compare the best of each.
+    peak, gcc_flops = machine.peak_flops, _gcc_fma_flops(tmp_path)
+    for _ in range(2):
+        if abs(peak / gcc_flops - 1) < 0.2:
+            break
+        peak = max(peak, calibrate().peak_flops)
+        gcc_flops = max(gcc_flops, _gcc_fma_flops(tmp_path))
     assert machine.method == "tvm"
-    print(f"calibrated {machine}; peak {machine.peak_flops / 1e9:.1f} GFLOP/s per core, "
+    print(f"calibrated {machine}; peak {peak / 1e9:.1f} GFLOP/s per core, "
           f"gcc FMA loop {gcc_flops / 1e9:.1f}")  # fmt: skip
-    assert abs(machine.peak_flops / gcc_flops - 1) < 0.2
+    assert abs(peak / gcc_flops - 1) < 0.2
     assert machine.flops_per_cycle == 2 ** round(math.log2(machine.flops_per_cycle))
     assert 0.5 < machine.clock_ghz < 7 and 1 <= machine.fma_latency <= 8
     assert machine.l1d_bytes == cache_sizes()[1] and machine.l2_bytes >= machine.l1d_bytes
