@@ -6,12 +6,26 @@ to the job kinds present, and runs the selected one.
 
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 
-from tunelab.dashboard import common, queries, registry
+from tunelab.dashboard import common, importance, queries, registry
 from tunelab.schema.db import redact
 
 st.set_page_config(page_title="tunelab", page_icon=":material/tune:", layout="wide")
+
+
+@st.cache_resource(show_spinner=False)
+def _preload() -> threading.Thread:
+    """Once per server process: scikit-learn imported in the background, so the first
+    parameter importance a user opens costs its fit, not the import."""
+    thread = threading.Thread(target=importance.preload, name="preload-sklearn", daemon=True)
+    thread.start()
+    return thread
+
+
+_preload()
 
 engine = common.engine_or_stop()
 kinds, _ = queries.job_filters(engine)

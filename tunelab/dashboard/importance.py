@@ -198,6 +198,13 @@ def fanova(
     return mean / s if s > 0 else mean
 
 
+def preload() -> None:
+    """Import scikit-learn's forest (a few seconds on a cold disk) so that the first
+    importance a user asks for does not pay for it; the dashboard calls this once per
+    server process, in the background."""
+    import sklearn.ensemble  # noqa: F401
+
+
 def param_importance(
     params: Sequence[dict[str, Any]],
     values: Sequence[float],
