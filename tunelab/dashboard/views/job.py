@@ -151,7 +151,8 @@ def render(engine: Engine) -> None:
         counts = queries.status_counts(engine, j.id)
         ids = [j.id, *compare]
         curves = queries.best_so_far(engine, ids)
-        reference, source = queries.best_known(engine, j)
+        ref = queries.best_reference(engine, j.id)
+        reference, source = ref.value, ref.label
         reach = queries.trials_to_reach(curves[j.id], reference)
         cols = st.columns(5)
         cols[0].metric("trials", j.trials_text)
@@ -169,9 +170,16 @@ def render(engine: Engine) -> None:
             f"{common.fmt_objective(reference, j.objective)}, {source}.",
         )
         if reference is not None:
+            differs = ref.own and j.best_value is not None and j.best_value != reference
             st.caption(
                 f"Trials to 99% are counted against the best known, "
                 f"{common.fmt_objective(reference, j.objective)}: {source}."
+                + (
+                    " (A trial's median as the search measured it; the job's best above is"
+                    " the winner as finally decided, e.g. by its final interleaved rounds.)"
+                    if differs
+                    else ""
+                )
             )
         if j.error:
             st.error(f"job error: {j.error}")
