@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,19 @@ def test_dashboard_curves_follow_a_maximised_objective(sqlite_url: str) -> None:
     assert queries.trials_to_reach(curve, fraction=0.5) == 2  # 3 >= 2.5
     assert queries.trials_to_reach(curve) == 4
     assert jobs.get_job(engine, job_id).best_value == 5.0
+
+
+def test_a_job_recorded_without_a_plan_shows_its_count(recorded: tuple[str, int, int]) -> None:
+    """A replay recorded before replays planned their trials has n_planned 0: the CLI
+    shows how many it holds, not '2/0'."""
+    from sqlalchemy import update
+
+    from tunelab.schema.models import Job
+
+    url, job_id, _ = recorded
+    with get_engine(url).begin() as conn:
+        conn.execute(update(Job).where(Job.id == job_id).values(n_planned=0))
+    code, out = run("show", str(job_id), "--db", url)
+    assert code == 0 and re.search(r"trials 2\b(?!/)", out) and "2/0" not in out
+    code, out = run("jobs", "--db", url, "--format", "csv")
+    assert code == 0 and "2/0" not in out

@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 app = typer.Typer()
 
 
+def _progress(done: int, planned: int) -> str:
+    """`done/planned`, or just `done` for a job recorded without a plan (an old replay's
+    "648/0"), as the dashboard shows it."""
+    return f"{done}/{planned}" if planned else str(done)
+
+
 def _run_with_progress(
     job_id: int, db: str | None, start: Callable[[Callable[[JobProgress], None]], Any]
 ) -> Any:
@@ -398,7 +404,7 @@ def _jobs_table(rows: list[JobRecord]) -> Any:
         "kind": [j.kind for j in rows],
         "target": [j.target for j in rows],
         "status": [j.display_status for j in rows],
-        "progress": [f"{j.n_done}/{j.n_planned}" for j in rows],
+        "progress": [_progress(j.n_done, j.n_planned) for j in rows],
         "failed": [str(j.n_failed) for j in rows],
         "best": [_best(j) for j in rows],
         "age": [fmt_age(j.created_at) for j in rows],
@@ -450,7 +456,7 @@ def _show_job(j: JobRecord, db: str | None) -> None:
     lines = [
         f"[bold]job {j.id}[/] {j.name}  ({', '.join(x for x in (j.kind, j.target) if x)})",
         f"workload: {j.workload}",
-        f"status: {j.display_status}   trials {j.n_done}/{j.n_planned}",
+        f"status: {j.display_status}   trials {_progress(j.n_done, j.n_planned)}",
         "by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
         f"best: {_best(j)}"
         + (f" (trial {j.best_trial_id})" if j.best_trial_id else "")
