@@ -178,8 +178,7 @@ def page_queries(
     def graph_rewriting() -> None:
         q.list_jobs(engine, kinds=("graph-rewrite",), limit=500)
         rl_queries.best_per_search(engine, [rl_job])
-        points = curve(engine, rl_job, "mean_return")
-        assert sum(p.count for p in points) >= 1_000_000 or len(points) <= 1000
+        curve(engine, rl_job, "mean_return")
 
     return {"Jobs": jobs, "Job": job, "Performance model": model, "Speedups": speedups,
             "Trials": trials, "History & parameters": history, "Cost models": cost_models,

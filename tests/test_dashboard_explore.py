@@ -6,7 +6,6 @@ and an empty database."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from sqlalchemy import Engine, update
 from streamlit.testing.v1 import AppTest
 
 from tests.seed_data import insert_trials, make_job, refresh_job, trial
+from tests.test_dashboard import figures
 from tunelab.dashboard import queries, registry
 from tunelab.dashboard.db import clear_cache, open_readonly
 from tunelab.dashboard.importance import encode, fanova, param_importance
@@ -334,10 +334,6 @@ def app(url: str, monkeypatch: pytest.MonkeyPatch, tab: str | None = None, **que
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     return at
-
-
-def figures(at: AppTest) -> list[dict[str, Any]]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
 def texts(at: AppTest) -> str:

@@ -6,7 +6,6 @@ and Cost models pages through Streamlit's AppTest. Values are computed by hand."
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterator
@@ -15,9 +14,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert, select
-from streamlit.testing.v1 import AppTest
 
 from tests.seed_data import CPU_ENV, environment_id, make_job, refresh_job, trial
+from tests.test_dashboard import app as page
+from tests.test_dashboard import figures, metrics, texts
 from tunelab.dashboard import queries
 from tunelab.dashboard.db import clear_cache, open_readonly
 from tunelab.dashboard.queries import model as model_queries
@@ -26,7 +26,6 @@ from tunelab.platform.spec import parse_spec
 from tunelab.schema.db import get_engine
 from tunelab.schema.models import Trial
 
-APP = Path(__file__).resolve().parent.parent / "tunelab" / "dashboard" / "app.py"
 SWEEP = Path(__file__).resolve().parent.parent / "bench" / "data" / "gemm-512-cpu.json.gz"
 MS = 1e-3
 OTHER_CPU = {**CPU_ENV, "fingerprint": "o" * 64, "host": "node-2", "cpu_model": "Intel i9"}
@@ -380,31 +379,6 @@ def test_replays_of_a_committed_sweep(sqlite_url: str, monkeypatch: pytest.Monke
 
 
 # --------------------------------------------------------------------------- pages
-
-
-def page(url: str, monkeypatch: pytest.MonkeyPatch, name: str, **query: Any) -> AppTest:
-    monkeypatch.setenv("TUNELAB_DB_URL", url)
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    for key, value in query.items():
-        at.query_params[key] = str(value)
-    at.switch_page(f"views/{name}.py").run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
-def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
-
-def figures(at: AppTest) -> list[dict[str, Any]]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("info", "warning", "error", "caption", "markdown")
-             for e in getattr(at, kind)]  # fmt: skip
-    return "\n".join(str(p) for p in parts)
 
 
 def seed_pages(url: str) -> dict[str, int]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from tunelab.units import fmt_seconds
+
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common forms
 # of colour blindness. Black is left out (it is the text colour).
 PALETTE: tuple[str, ...] = (
@@ -81,12 +83,8 @@ def fmt_number(x: Any, digits: int = 4) -> str:
 
 
 def fmt_latency(seconds: float | None, digits: int = 4) -> str:
-    """A latency with a readable unit and `digits` significant figures: 12.35 µs,
-    4.567 ms, 110.6 ms, 1.234 s; blank for none."""
+    """A latency for a table cell: `units.fmt_seconds` (12.35 µs, 4.567 ms, 110.6 ms,
+    1.234 s), blank for none."""
     if seconds is None or not math.isfinite(seconds):
         return ""
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.{digits}g} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.{digits}g} ms"
-    return f"{seconds:.{digits}g} s"
+    return fmt_seconds(seconds, digits)
