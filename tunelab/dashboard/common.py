@@ -116,14 +116,14 @@ def pick_one_job(engine: Engine) -> queries.JobRow | None:
     return picked[0]
 
 
-def params_text(params: dict | None) -> str:
-    """`k=v, k=v` for a parameter dict."""
-    return ", ".join(f"{k}={v}" for k, v in (params or {}).items()) or "-"
-
-
 def cell_params(params: dict | None) -> str:
     """`k=v, k=v` for a table cell: blank for none."""
     return ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+
+
+def params_text(params: dict | None) -> str:
+    """`k=v, k=v` for a parameter dict in text: '-' for none."""
+    return cell_params(params) or "-"
 
 
 def fmt_objective(value: float | None, objective: str = "latency_s") -> str:
