@@ -6,10 +6,13 @@ recorded latencies. Exhaustive search must measure the whole space to know its b
 so the ratio printed is space size / median trials (the paper's 40x figure).
 
 A search has reached the best when it has measured a candidate *tied* with the sweep's
-best under the noise-aware winner's test (`noise.decide`: medians at most 1% apart and,
-from the recorded repeats, a 95% bootstrap interval of their ratio that contains 1.0;
-medians within 1% where a sweep kept no repeats). The strict figure beside it counts a
-candidate within 99% of the best's median.
+best under the protocol's verdict (`noise.judge`: medians at most 1% apart). The strict
+figure beside it counts a candidate within 99% of the best's median.
+
+Each sweep file carries the calibration of the machine that recorded it (its spec's
+`target.machine`), so the analytical model ranks as it did there and these figures are
+the same on any host; a sweep recorded before sweeps carried it says so and is modelled
+as the host that replays it.
 
 Warm start: the `model` strategy learns from other workloads' trials. Here they come
 from the other sweeps' files, never from the replayed one; held-out sweeps (`--held-out`)
@@ -102,8 +105,8 @@ def main() -> None:
         lines.append(text)
 
     say(f"# search efficiency: over {args.seeds} seeds, batch {args.batch}")
-    say("# reached = a candidate tied with the sweep's best (noise-aware test: <= 1% apart, "
-        "bootstrap CI of the ratio of medians contains 1);")  # fmt: skip
+    say("# reached = a candidate tied with the sweep's best (the protocol's verdict, "
+        "noise.judge: medians at most 1% apart);")  # fmt: skip
     say("# strict = within 99% of the best median. Columns: median p25 p75 max over seeds, "
         "space / median.")  # fmt: skip
     say(f"# held out (never priors, never tuned on): {', '.join(sorted(args.held_out))}")
@@ -126,6 +129,11 @@ def main() -> None:
         mark = " [HELD OUT]" if path in held_out else ""
         say(f"## {path.name}{mark}: {kind.describe(sweep.spec.workload)}, {n} candidates, "
             f"best {best * 1e3:.3f} ms")  # fmt: skip
+        say(f"machine: {sweep.machine_note()}")
+        gated = [t["extra"].get("gated", 0) for t in sweep.trials.values()]
+        if any("gated" in t["extra"] for t in sweep.trials.values()):
+            say(f"noise gate: {sum(1 for g in gated if g)} of {len(gated)} candidates "
+                f"re-measured ({sum(gated)} re-measurements)")  # fmt: skip
         say(f"analytical model vs measured over the sweep: Spearman {rho:.2f} (n={n_rho})")
         close = sum(1 for k in sweep.trials if (sweep.latency(k) or np.inf) <= strict)
         near = sum(1 for k in sweep.trials if (sweep.latency(k) or np.inf) <= best / 0.95)

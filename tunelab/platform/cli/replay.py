@@ -53,6 +53,7 @@ def replay_run(
             "batch_size": batch, "budget": budget, "warm_start": True if prior else None,
         })  # fmt: skip
         priors = [load_sweep(p, engine) for p in prior or []]
+        out.print(f"{source}: {sweep.machine_note()}")
         result = replay(sweep, search, priors=priors)
         best = sweep.best()
         found = min(result.best_so_far(), default=float("inf"))

@@ -168,9 +168,24 @@ class JobRunner:
             lambda key, value: self.outage.retry(kind_data.put, self.engine, kind.name, key, value),
         )  # fmt: skip
         try:
-            return kind.resolve_spec(spec, access)
+            resolved = kind.resolve_spec(spec, access)
         except ValueError as exc:  # known only once the workers are: say so, build nothing
             raise JobError(str(exc)) from None
+        if resolved.target != spec.target:
+            # Kept on the job: its sweep file, replays and warm starts model the machine
+            # that measured (its calibration), not whichever one reads the job later; a
+            # resume keeps the same numbers, so the model ranks alike across runs.
+            self.outage.retry(self._keep_spec, resolved)
+        return resolved
+
+    def _keep_spec(self, spec: JobSpec) -> None:
+        stmt = (
+            update(Job)
+            .where(Job.id == self.job_id, Job.lease == self.lease)
+            .values(spec=spec.model_dump(mode="json"))
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
 
     def _search(
         self, spec: JobSpec, kind: JobKind, space: Space, context: DriverContext,

@@ -19,13 +19,14 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 
 from tunelab.platform import jobs
 from tunelab.platform.kinds import candidate_key, canonical_json, get_kind
@@ -35,7 +36,7 @@ from tunelab.platform.search.priors import PriorTrial, target_family
 from tunelab.platform.search.space import ListSpace, Space, as_space
 from tunelab.platform.search.strategies import Prediction, make_strategy
 from tunelab.platform.spec import JobSpec, SearchSpec, parse_spec
-from tunelab.schema.models import Job, JobStatus, TrialStatus
+from tunelab.schema.models import Environment, Job, JobStatus, TrialStatus
 
 
 class ReplayError(Exception):
@@ -49,6 +50,24 @@ class Sweep:
     spec: JobSpec
     trials: dict[str, dict[str, Any]]  # candidate key -> {params, status, latency_s, extra}
     source: str = ""
+    # The recording node's environment (host, CPU, library versions), where known.
+    environment: dict[str, Any] | None = None
+
+    def machine_note(self) -> str:
+        """Which machine a replay's analytical model describes: the recording node's
+        calibration carried in the spec's target, or (a sweep recorded before sweeps
+        carried it) the machine that replays, so its figures are that host's."""
+        machine = getattr(self.spec.target, "machine", None)
+        if getattr(self.spec.target, "kind", None) != "llvm":
+            return "no CPU calibration needed"
+        if machine is None:
+            return "no calibration recorded: modelled as THIS host (figures vary by host)"
+        where = (self.environment or {}).get("cpu_model") or "the recording node"
+        return (
+            f"modelled as the recording machine ({where}: {machine.clock_ghz} GHz, "
+            f"{machine.flops_per_cycle:g} FLOP/cycle, {machine.vector_registers} vector "
+            f"registers, {machine.threads} threads)"
+        )
 
     def latency(self, key: str) -> float | None:
         """Median seconds of a candidate, None if it failed; ReplayError if never measured."""
@@ -85,10 +104,10 @@ class Sweep:
         return self.trials[key].get("latencies_s") or None
 
     def tied_with_best(self) -> set[str]:
-        """Candidates a strategy may stop at: the best and those tied with it under the
-        noise-aware winner's test (`noise.decide`): medians at most 1% apart and, where
-        the sweep kept every repeat, a 95% bootstrap interval of the ratio of medians
-        that contains 1.0. Without repeats, medians within 1%."""
+        """Candidates a strategy may stop at: the best and those the protocol's verdict
+        (`noise.decide` / `noise.judge`) calls tied with it: medians at most
+        `TIE_TOLERANCE` apart, judged on every recorded repeat where the sweep kept them
+        (a gap below the threshold is a tie however sure the interval is of it)."""
         best = self.best()
         searched = {
             k: v for k, t in self.trials.items()
@@ -102,7 +121,6 @@ class Sweep:
         repeats = {k: r for k in (leader, *close) if len(r := self.repeats(k) or []) > 1}
         if leader not in repeats:
             return {leader, *close}
-        # The verdict's own test over the leader and the close ones that kept repeats.
         verdict = decide({k: repeats[k] for k in (leader, *close) if k in repeats}, rounds=1)
         judged = {verdict.winner, *(c.key for c in verdict.tied)}
         return {leader, *judged, *(k for k in close if k not in repeats)}
@@ -149,7 +167,8 @@ def load_sweep(source: str | int | Path, engine: Engine | None = None) -> Sweep:
             for t in jobs.trials(engine, job.id)
             if t.status != "running"
         }
-        return Sweep(parse_spec(job.spec, f"job {job.id}"), rows, f"job {job.id}")
+        env = _environment(engine, [t.environment_id for t in jobs.trials(engine, job.id)])
+        return Sweep(parse_spec(job.spec, f"job {job.id}"), rows, f"job {job.id}", env)
     path = Path(source)
     if not path.is_file():
         raise ReplayError(f"{path}: no such sweep file")
@@ -157,7 +176,27 @@ def load_sweep(source: str | int | Path, engine: Engine | None = None) -> Sweep:
     with opener(path, "rt") as f:
         data = json.load(f)
     rows = {candidate_key(t["params"]): t for t in data["trials"]}
-    return Sweep(parse_spec(data["spec"], str(path)), rows, str(path))
+    return Sweep(parse_spec(data["spec"], str(path)), rows, str(path), data.get("environment"))
+
+
+def _environment(engine: Engine, ids: list[int | None]) -> dict[str, Any] | None:
+    """The environment most of a job's trials were measured in (the recording node)."""
+    counts = Counter(i for i in ids if i is not None)
+    if not counts:
+        return None
+    with engine.connect() as conn:
+        env = (
+            conn.execute(
+                select(Environment.__table__).where(Environment.id == counts.most_common(1)[0][0])
+            )
+            .mappings()
+            .first()
+        )
+    if env is None:
+        return None
+    cols = ("host", "cpu_model", "gpu_model", "cuda_version", "tvm_version", "torch_version",
+            "python_version", "fingerprint")  # fmt: skip
+    return {c: env[c] for c in cols}
 
 
 def save_sweep(engine: Engine, job_id: int, path: str | Path) -> int:
@@ -175,7 +214,10 @@ def save_sweep(engine: Engine, job_id: int, path: str | Path) -> int:
         }
         for t in sweep.trials.values()
     ]
-    data = {"spec": sweep.spec.model_dump(mode="json"), "trials": trials}
+    # The spec as the job ran it: its target carries the recording node's calibration
+    # (`target.machine`), so a replay models that machine wherever it runs.
+    data = {"spec": sweep.spec.model_dump(mode="json"), "environment": sweep.environment,
+            "trials": trials}  # fmt: skip
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt") as f:
