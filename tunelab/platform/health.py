@@ -93,9 +93,28 @@ def _mhz() -> float | None:
     return sum(values) / len(values) if values else None
 
 
+# Process titles (Ray sets them) of the platform's measuring workers: a pool kind runs
+# several on one node by design, so each counts the others as its own.
+OWN_TITLES = (b"ray::MeasureWorker",)
+
+
 def _own_pids() -> set[int]:
-    """This process (its threads are its own load: a thread pool that spins is ours)."""
-    return {os.getpid()}
+    """This process (its threads are its own load: a thread pool that spins is ours) and
+    the platform's measuring workers on this node (`OWN_TITLES`). Builds, Ray's daemons
+    and everything else are others (idle daemons are not runnable, so they cost nothing)."""
+    own = {os.getpid()}
+    try:
+        pids = [p.name for p in PROC.iterdir() if p.name.isdigit()]
+    except OSError:
+        return own
+    for pid in pids:
+        try:
+            title = (PROC / pid / "cmdline").read_bytes()[:64]
+        except OSError:
+            continue
+        if title.startswith(OWN_TITLES):
+            own.add(int(pid))
+    return own
 
 
 def sample(

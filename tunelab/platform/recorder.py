@@ -18,7 +18,7 @@ from tunelab.platform.objectives import (
     rankable,
 )
 from tunelab.platform.outage import Outage
-from tunelab.schema.models import Environment, Job, Trial, TrialStatus
+from tunelab.schema.models import Environment, Job, Remeasurement, Trial, TrialStatus
 
 # Results a recorder riding out an outage holds before it waits for the database.
 MAX_BUFFER = 100_000
@@ -41,7 +41,7 @@ REPLACEABLE = (TrialStatus.running, TrialStatus.worker_lost, TrialStatus.timeout
 FINAL_COLUMNS = (
     "params", "status", "value", "objectives", "latency_median_s", "latency_mean_s",
     "latency_stdev_s", "latency_min_s", "n_repeats", "latencies_s", "predicted_cost",
-    "build_s", "run_s", "attempts", "attempt_errors", "error", "worker_node",
+    "build_s", "run_s", "attempts", "attempt_errors", "error", "worker_node", "node_health",
     "environment_id", "baseline", "model", "model_version", "extra", "started_at",
     "finished_at", "heartbeat_at",
 )  # fmt: skip
@@ -121,6 +121,7 @@ class Recorder:
         attempt_errors: list[str] | None = None,
         error: str | None = None,
         worker_node: str | None = None,
+        node_health: dict[str, Any] | None = None,
         environment: dict[str, Any] | None = None,
         predicted_cost: float | None = None,
         model: str | None = None,
@@ -151,6 +152,7 @@ class Recorder:
             "attempt_errors": attempt_errors or None,
             "error": error,
             "worker_node": worker_node,
+            "node_health": node_health,
             "environment_id": None,
             "baseline": baseline,
             "model": model,
@@ -244,7 +246,10 @@ class Recorder:
                 )
             if rows:
                 conn.execute(insert_ignore(self.engine, Trial.__table__), rows)
-            refresh_job(conn, self.job_id, self.objective, lease=self.lease, keep_best=self.decided)
+            # Counted again only when it may have changed: a busy trial, or a row replaced.
+            recount = bool(finals) or any(is_busy(r["node_health"]) for r in rows)
+            refresh_job(conn, self.job_id, self.objective, lease=self.lease,
+                        keep_best=self.decided, recount_busy=recount)  # fmt: skip
         # Committed: only now is the buffer let go.
         self._env_ids = env_ids
         self._pending_envs.clear()
@@ -277,11 +282,13 @@ def refresh_job(
     *,
     lease: int | None = None,
     keep_best: bool = False,
+    recount_busy: bool = False,
 ) -> None:
     """Set a job's counts, best trial and heartbeat from its recorded trials (its best
-    too, unless `keep_best`: a final-round verdict named it). With `lease`, only while the
-    job is still held under it: else LostOwnership (and the caller's transaction, with
-    whatever it wrote, is rolled back)."""
+    too, unless `keep_best`: a final-round verdict named it; its trials measured on a busy
+    node with `recount_busy`). With `lease`, only while the job is still held under it:
+    else LostOwnership (and the caller's transaction, with whatever it wrote, is rolled
+    back)."""
     counts = dict(
         conn.execute(
             select(Trial.status, func.count()).where(Trial.job_id == job_id).group_by(Trial.status)
@@ -306,6 +313,10 @@ def refresh_job(
         "n_done": n_done, "n_ok": n_ok, "n_failed": n_done - n_ok - n_built,
         "heartbeat_at": datetime.now(UTC),
     }  # fmt: skip
+    if recount_busy:
+        values["busy_trials"] = conn.execute(
+            select(func.count()).where(Trial.job_id == job_id, measured_busy(Trial.node_health))
+        ).scalar_one()
     if not keep_best:
         values |= {
             "best_trial_id": best[0] if best else None,
@@ -318,3 +329,38 @@ def refresh_job(
             f"job {job_id} was taken over by another driver (its lease is no longer "
             f"{lease}): this driver stops and records nothing more"
         )
+
+
+# -- node health (platform/health.py) ----------------------------------------------------
+
+
+def is_busy(node_health: dict[str, Any] | None) -> bool:
+    """Whether a measurement's node-health record says it ran on a busy node."""
+    return bool(node_health and node_health.get("busy"))
+
+
+def measured_busy(column: Any) -> Any:
+    """SQL: a node-health column says busy (NULL and JSON null are not)."""
+    return column["busy"].as_boolean().is_(True)
+
+
+def measured_quiet(column: Any) -> Any:
+    """SQL: no busy mark (no record at all counts as quiet: rows from before the guard)."""
+    return or_(column.is_(None), column["busy"].as_boolean().is_not(True))
+
+
+def insert_remeasurements(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """Write final-round rows (each may carry `node_health`, the worker's `Outcome.health`)
+    and, when one was measured busy, recount the job's `busy_rounds`: one transaction."""
+    if not rows:
+        return
+    rows = [{"node_health": None, **r} for r in rows]
+    with engine.begin() as conn:
+        conn.execute(insert_ignore(engine, Remeasurement.__table__), rows)
+        for job_id in {r["job_id"] for r in rows if is_busy(r["node_health"])}:
+            busy = conn.execute(
+                select(func.count()).where(
+                    Remeasurement.job_id == job_id, measured_busy(Remeasurement.node_health)
+                )
+            ).scalar_one()
+            conn.execute(update(Job).where(Job.id == job_id).values(busy_rounds=busy))

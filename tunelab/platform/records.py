@@ -39,6 +39,8 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    busy_trials: int = 0  # trials measured on a busy node (platform/health.py)
+    busy_rounds: int = 0  # final rounds measured on a busy node
 
     @classmethod
     def of(cls, job: Job) -> JobRecord:
@@ -47,6 +49,7 @@ class JobRecord:
         values = {f.name: getattr(job, f.name, None) for f in fields(cls)}
         values["workload"] = job.workload.description
         values["display_status"] = display_status(job)
+        values["busy_trials"], values["busy_rounds"] = job.busy_trials or 0, job.busy_rounds or 0
         return cls(**values)
 
 
@@ -83,6 +86,12 @@ class TrialRecord:
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    node_health: dict[str, Any] | None = None  # the node around its measurement (health.py)
+
+    @property
+    def busy(self) -> bool:
+        """Measured on a busy node: its numbers are marked and kept from every cache."""
+        return bool(self.node_health and self.node_health.get("busy"))
 
     @classmethod
     def of(cls, trial: Trial) -> TrialRecord:

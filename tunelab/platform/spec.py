@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -27,6 +28,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from tunelab.platform.health import DEFAULT_BUSY_PER_CORE
 
 
 class SpecError(ValueError):
@@ -153,6 +156,18 @@ class MeasureSpec(_Strict, _NoBoolNumbers):
     )  # fmt: skip
     final_rounds: PositiveInt = Field(
         5, le=50, description="at most this many final rounds (fewer once the verdict is clear)"
+    )
+    quiet_wait_s: NonNegativeFloat | None = Field(
+        10.0,
+        description="before each evaluation (and final round) wait at most this long for "
+        "the measuring node to be quiet (platform/health.py); if it never is, measure anyway "
+        "and mark the trial 'measured on a busy node'. 0: sample the node, never wait; "
+        "null: do not watch the node (kinds whose evaluations time nothing)",
+    )
+    busy_per_core: PositiveFloat = Field(
+        DEFAULT_BUSY_PER_CORE,
+        description="the node is busy when runnable tasks not of this job's measuring "
+        "workers reach this many per core (0.5: one busy loop on a 2-core node)",
     )
 
 

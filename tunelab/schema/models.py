@@ -114,6 +114,9 @@ class Job(Base):
     # over and stops (its writes are refused).
     lease: Mapped[int] = mapped_column(Integer, default=0)
     best_trial_id: Mapped[int | None] = mapped_column(BigId)
+    # Trials and final rounds measured on a busy node (platform/health.py): the job's mark.
+    busy_trials: Mapped[int] = mapped_column(Integer, default=0)
+    busy_rounds: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     driver_host: Mapped[str | None] = mapped_column(String(255))
     driver_pid: Mapped[int | None] = mapped_column(Integer)
@@ -161,6 +164,8 @@ class Trial(Base):
     attempt_errors: Mapped[list[str] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)
     worker_node: Mapped[str | None] = mapped_column(String(255))
+    # What else ran on the node around the measurement (health.merge); busy: true marks it.
+    node_health: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
     baseline: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(64))
@@ -186,6 +191,7 @@ class Remeasurement(Base):
     latencies_s: Mapped[list[float]] = mapped_column(JSONType)
     latency_median_s: Mapped[float] = mapped_column(Float)
     worker_node: Mapped[str | None] = mapped_column(String(255))
+    node_health: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -36,11 +36,20 @@ from tunelab.platform.kinds import (
     WrongResult,
 )
 from tunelab.platform.search.space import ProductSpace
-from tunelab.platform.spec import JobSpec
+from tunelab.platform.spec import JobSpec, MeasureSpec
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class UntimedMeasure(MeasureSpec):
+    """These kinds time nothing real, so the node-health guard is off unless a spec sets
+    `measure.quiet_wait_s` (tests of the guard do)."""
+
+    quiet_wait_s: NonNegativeFloat | None = Field(
+        None, description="as MeasureSpec's; null here: the node is not watched"
+    )
 
 
 class NoSpace(_Strict):
@@ -61,6 +70,7 @@ class Trivial(JobKind):
 
     name = "testing-trivial"
     workload_model = TrivialWorkload
+    measure_model = UntimedMeasure
     space_model = NoSpace
 
     def space(self, spec: JobSpec) -> list[dict[str, Any]]:
@@ -92,6 +102,7 @@ class Quadratic(JobKind):
 
     name = "testing-quadratic"
     workload_model = QuadraticWorkload
+    measure_model = UntimedMeasure
     space_model = NoSpace
     objectives = (Objective("loss", "minimize"),)
 
@@ -133,6 +144,7 @@ class Faulty(JobKind):
 
     name = "testing-faulty"
     workload_model = FaultyWorkload
+    measure_model = UntimedMeasure
     space_model = NoSpace
     long_running = True
 
@@ -189,6 +201,7 @@ class Episodic(JobKind):
 
     name = "testing-episodic"
     workload_model = EpisodicWorkload
+    measure_model = UntimedMeasure
     space_model = NoSpace
     long_running = True
     objectives = (Objective("final_loss", "minimize"), Objective("reward", "maximize"))

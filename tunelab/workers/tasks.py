@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tunelab.platform.health import Guard, merge, sample
 from tunelab.platform.kinds import Built, CandidateError, JobKind
 from tunelab.platform.spec import JobSpec
 from tunelab.schema.models import TrialStatus
@@ -48,6 +49,7 @@ class Outcome:
     info: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] | None = None
     payload: Any = None  # for the strategy only (Measurement.payload): never recorded
+    health: dict[str, Any] | None = None  # the node around an evaluation (health.merge)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class MeasureWorker:
         self.cache: dict[str, Any] = {}
         self.environment = worker_environment(kind, threads)
         self.node = node_label()
+        self.guard: Guard | None = None  # the node-health guard (spec.measure.quiet_wait_s)
 
     def describe(self) -> dict[str, Any]:
         """Where this worker runs."""
@@ -134,7 +137,27 @@ class MeasureWorker:
         """Evaluate a chunk of candidates one after another."""
         return [self.measure(kind, spec, job, item) for item in items]
 
+    def watch(self, spec: JobSpec) -> Guard | None:
+        """This worker's node-health guard for `spec` (None: the node is not watched)."""
+        wait = getattr(spec.measure, "quiet_wait_s", None)
+        if wait is None:
+            return None
+        key = (wait, spec.measure.busy_per_core)
+        if self.guard is None or (self.guard.max_wait_s, self.guard.busy_per_core) != key:
+            self.guard = Guard(*key)
+        return self.guard
+
     def measure(self, kind: JobKind, spec: JobSpec, job: JobHandle, item: EvalItem) -> Outcome:
+        """Evaluate one candidate, the node sampled before (after a bounded wait for quiet)
+        and after: `Outcome.health` says whether it was measured on a busy node."""
+        guard = self.watch(spec)
+        before = guard.check() if guard is not None else None
+        out = self._evaluate(kind, spec, job, item)
+        if guard is not None:
+            out.health = merge([before, sample(guard.busy_per_core, window_s=0.0)])
+        return out
+
+    def _evaluate(self, kind: JobKind, spec: JobSpec, job: JobHandle, item: EvalItem) -> Outcome:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         ctx = WorkerContext(

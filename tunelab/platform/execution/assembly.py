@@ -69,6 +69,7 @@ def trial_fields(item: Pending, result: Result, prediction: Prediction | None) -
         "attempt_errors": list(item.errors) or None,
         "error": result.error if result.error is not None else (last.error if last else None),
         "worker_node": last.node if last else None,
+        "node_health": evaluation.health if evaluation else None,
         "environment": last.environment if last else None,
         "predicted_cost": prediction.seconds if prediction else None,
         "model": prediction.model if prediction else None,

@@ -542,13 +542,18 @@ class _LoopState:
                 error = f"build exceeded {self.spec.measure.build_timeout_s:g} s; worker killed"
                 self._record(chunk[0], Result(TrialStatus.timeout, error=error))
 
+    @property
+    def _quiet_wait_s(self) -> float:
+        """How long a worker may wait for a quiet node before each evaluation."""
+        return self.spec.measure.quiet_wait_s or 0.0
+
     def _collect_measures(self, ready: set[Any]) -> None:
         assert self.pool is not None
         now = time.monotonic()
         silent = self._silent_evaluations(now)
         for ref, ev in list(self.measures.items()):
             chunk, worker = ev.chunk, ev.worker
-            limit = len(chunk) * self.spec.measure.run_timeout_s + GRACE_S
+            limit = len(chunk) * (self.spec.measure.run_timeout_s + self._quiet_wait_s) + GRACE_S
             if ref in ready:
                 del self.measures[ref]
                 try:

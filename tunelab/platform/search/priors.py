@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, or_, select
 
+from tunelab.platform.recorder import measured_quiet
 from tunelab.schema.models import Job, Trial, TrialStatus
 
 if TYPE_CHECKING:
@@ -46,10 +47,10 @@ def target_family(label: str) -> str:
 def read_priors(
     engine: Engine, job_id: int, kind: JobKind, *, limit: int = MAX_PRIORS
 ) -> list[PriorTrial]:
-    """The newest `limit` successful, non-baseline trials of jobs of this job's kind,
-    target kind and primary objective that tuned another workload, with the kind's model
-    features computed from each one's own spec. Jobs whose spec no longer parses, and
-    trials the kind cannot describe, are skipped."""
+    """The newest `limit` successful, non-baseline trials not measured on a busy node, of
+    jobs of this job's kind, target kind and primary objective that tuned another
+    workload, with the kind's model features computed from each one's own spec. Jobs
+    whose spec no longer parses, and trials the kind cannot describe, are skipped."""
     from tunelab.platform.spec import parse_spec
 
     with engine.connect() as conn:
@@ -71,6 +72,7 @@ def read_priors(
                 Trial.status == TrialStatus.ok,
                 Trial.baseline.is_(None),
                 Trial.value > 0,
+                measured_quiet(Trial.node_health),  # a busy node's numbers teach nothing
             )
             .order_by(Trial.id.desc())
             .limit(limit)

@@ -9,6 +9,8 @@ bandwidth (a parallel copy of arrays past the last-level cache), the vector widt
 register count (the CPU's flags) and cache sizes (sysfs). The kind caches the result in
 the database per environment fingerprint (`PipelineSearch.resolve_spec`) and carries it
 in the resolved target, where the analytical model (`perf_model.cpu_features`) reads it.
+A calibration measured on a busy node (platform/health.py) serves its job but is not
+cached; a cached one keeps the node's health around it and when it was measured.
 
 Numbers are rounded (FLOP/cycle to a power of two, the clock to 0.1 GHz, the rest to two
 significant digits) so that two calibrations of one machine usually agree exactly and
@@ -29,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -349,21 +352,43 @@ def cache_key(environment_fingerprint: str) -> dict[str, Any]:
     return {"calibration": CALIBRATION_VERSION, "environment": environment_fingerprint}
 
 
+def watched(
+    quiet_wait_s: float | None, busy_per_core: float
+) -> Callable[[], tuple[CpuMachine, dict[str, Any] | None]]:
+    """`calibrate` with the node sampled around it, after waiting at most `quiet_wait_s`
+    for quiet (None: not watched): a function to run on the measuring node."""
+
+    def calibrate_watched() -> tuple[CpuMachine, dict[str, Any] | None]:
+        from tunelab.platform import health
+
+        if quiet_wait_s is None:
+            return calibrate(), None
+        before = health.wait_quiet(quiet_wait_s, busy_per_core)
+        machine = calibrate()
+        return machine, health.merge([before, health.sample(busy_per_core, window_s=0.0)])
+
+    return calibrate_watched
+
+
 def cached(
     key: dict[str, Any],
-    measure: Callable[[], CpuMachine],
+    measure: Callable[[], CpuMachine | tuple[CpuMachine, dict[str, Any] | None]],
     get: Callable[[dict[str, Any]], dict[str, Any] | None] | None,
     put: Callable[[dict[str, Any], dict[str, Any]], None] | None,
 ) -> CpuMachine:
-    """The calibration stored under `key`, else `measure()` stored there."""
+    """The calibration stored under `key`, else `measure()` (a machine, or a machine and
+    the node's health around it: `watched`) stored there with its health, unless it was
+    measured on a busy node or without TVM."""
     if get is not None and (found := get(key)) is not None:
         try:
             return CpuMachine.from_dict(found)
         except TypeError:  # a row this version cannot read: measure again
             pass
-    machine = measure()
-    if put is not None and machine.method != "nominal":
-        put(key, machine.to_dict())
+    got = measure()
+    machine, record = got if isinstance(got, tuple) else (got, None)
+    if put is not None and machine.method != "nominal" and not (record and record.get("busy")):
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        put(key, {**machine.to_dict(), "measured_at": at, "health": record})
     return machine
 
 

@@ -90,7 +90,7 @@ class PipelineSearch(JobKind):
         there once per environment fingerprint and kept as kind data when `on_worker` is
         the driver's `WorkerAccess`. Refuse a workload that fits no memory of the
         measuring node before anything is built."""
-        from tunelab.workers.pipeline_search.calibrate import cache_key, cached, calibrate
+        from tunelab.workers.pipeline_search.calibrate import cache_key, cached, watched
 
         wl = self.workload_model.model_validate(spec.workload)
         node = on_worker(measuring_node)
@@ -105,6 +105,8 @@ class PipelineSearch(JobKind):
             return spec
         update: dict[str, Any] = {"mcpu": target.mcpu or node["mcpu"]}
         if target.machine is None:
+            m = spec.measure  # a calibration measured on a busy node is not kept
+            calibrate = watched(m.quiet_wait_s, m.busy_per_core)
             update["machine"] = cached(
                 cache_key(node["fingerprint"]), lambda: on_worker(calibrate),
                 getattr(on_worker, "kind_data", None), getattr(on_worker, "put_kind_data", None),
