@@ -210,6 +210,34 @@ def column_config(at: AppTest, table: int = 0) -> dict[str, Any]:
     return json.loads(at.dataframe[table].proto.columns)
 
 
+def test_job_page_has_one_best_after_final_rounds(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final rounds' figure (1.2 ms) and the search's (1 ms, the curve's end) are both
+    shown, each said to be what it is: never two unexplained bests."""
+    job, t = seed_six(db_url)
+    verdict = noise.decide({"c4": [1.2 * MS] * 10}, rounds=10, paired=True).as_json()
+    with get_engine(db_url).begin() as conn:
+        conn.execute(
+            update(Job).where(Job.id == job)
+            .values(verdict=verdict, best_value=1.2 * MS, best_latency_s=1.2 * MS)
+        )  # fmt: skip
+    final = queries.final_best(open_readonly(db_url), job)
+    assert final == queries.FinalBest(t[4], pytest.approx(1.2 * MS), 10, pytest.approx(MS))
+    at = app(db_url, monkeypatch, "job", job=job)
+    m = metrics(at)
+    assert "best" not in m and m["best (final rounds)"] == "1.2 ms"
+    line, star = figures(at)[0]["data"]
+    assert line["y"][-1] == pytest.approx(1.0) and star["y"] == [pytest.approx(1.2)]
+    assert star["x"] == [line["x"][-1]] and star["name"] == f"job {job} · final rounds' winner"
+    said = texts(at)
+    assert "Best-so-far latency, as the search measured it" in said
+    assert f"The star: trial {t[4]}, the winner of 10 final rounds, at 1.2 ms" in said
+    assert "(the search measured it at 1 ms)" in said
+    # A job compared beside it without final rounds keeps a plain line.
+    assert queries.final_best(open_readonly(db_url), job + 1000) is None
+
+
 def test_jobs_page_shows_what_won_first(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     job, _ = seed_six(db_url)
     fresh = make_job(get_engine(db_url), "fresh", size=64, status=JobStatus.pending)
@@ -239,7 +267,8 @@ def test_job_page_shows_the_library_baseline(db_url: str, monkeypatch: pytest.Mo
     assert "bootstrap interval of the ratio of medians" in said and "2,000 resamples" in said
     assert f"trials?job={job}&trial={t[4]}" in said  # the best trial, one click away
     curve = figures(at)[0]
-    assert curve["layout"]["yaxis"]["title"]["text"] == "best-so-far latency (ms)"
+    assert curve["layout"]["yaxis"]["title"]["text"] == "best-so-far search median (ms)"
+    assert "best" in metrics(at) and len(curve["data"]) == 1  # no final rounds: one best
     assert curve["layout"]["yaxis"].get("type") != "log"  # 3 ms to 1 ms: linear reads better
     assert curve["layout"]["legend"]["y"] > 1  # above the plot, not over the data
     assert "refreshing" not in said

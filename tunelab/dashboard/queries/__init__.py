@@ -21,8 +21,10 @@ from tunelab.dashboard.queries.curves import (
     trials_to_reach,
 )
 from tunelab.dashboard.queries.jobs import (
+    FinalBest,
     JobRow,
     common_errors,
+    final_best,
     get_job,
     job_environments,
     job_filters,
@@ -65,6 +67,7 @@ __all__ = [
     "OK",
     "TRIAL_LIST_COLUMNS",
     "CurvePoint",
+    "FinalBest",
     "JobRow",
     "ModelMetrics",
     "ModelReport",
@@ -77,6 +80,7 @@ __all__ = [
     "best_so_far",
     "common_errors",
     "count_trials",
+    "final_best",
     "geomean",
     "get_job",
     "guided",

@@ -253,3 +253,34 @@ def baselines(engine: Engine, job_id: int) -> list[BaselineComparison]:
             else "search: a single measurement on one side, no interval",
         ))  # fmt: skip
     return sorted(out, key=lambda b: b.name)
+
+
+@dataclass(frozen=True)
+class FinalBest:
+    """A job's best as its final rounds decided it: the winner (`trial_id`; None when
+    the reference itself won), the job's best value from those rounds, how many rounds,
+    and the winner's own value as the search measured it (what the best-so-far curve
+    shows for that trial)."""
+
+    trial_id: int | None
+    value: float
+    rounds: int
+    search_value: float | None
+
+
+def final_best(engine: Engine, job_id: int) -> FinalBest | None:
+    """The final rounds' best of a job, or None when the job had none (its best is then
+    the search's own, the best-so-far curve's last value)."""
+    with engine.connect() as conn:
+        job = conn.execute(
+            select(Job.verdict, Job.best_value, Job.best_trial_id).where(Job.id == job_id)
+        ).first()
+        if job is None or not job.verdict or job.best_value is None:
+            return None
+        searched = None
+        if job.best_trial_id is not None:
+            searched = conn.execute(
+                select(Trial.value).where(Trial.id == job.best_trial_id)
+            ).scalar()
+    return FinalBest(job.best_trial_id, job.best_value, int(job.verdict.get("rounds") or 0),
+                     searched)  # fmt: skip

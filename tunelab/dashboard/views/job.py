@@ -22,14 +22,20 @@ ENV_COLUMNS = {
 
 
 def curve_figure(
-    curves: dict[int, list[queries.CurvePoint]], jobs: dict[int, queries.JobRow]
+    curves: dict[int, list[queries.CurvePoint]],
+    jobs: dict[int, queries.JobRow],
+    finals: dict[int, queries.FinalBest] | None = None,
 ) -> go.Figure:
-    """One step line per job (labelled with its search strategy): latency in ms or µs for
-    timing jobs (a log axis when it spans a few factors of ten), else the objective."""
+    """One step line per job (labelled with its search strategy) of the search's own
+    measurements, and a star at its end for a job whose final rounds decided its best
+    (that figure, labelled as such): latency in ms or µs for timing jobs (a log axis when
+    it spans a few factors of ten), else the objective."""
     fig = go.Figure()
+    finals = {j: f for j, f in (finals or {}).items() if curves.get(j)}
     objectives = {jobs[j].objective for j, points in curves.items() if points}
     timed = objectives <= {"latency_s"}
     values = [p.best for points in curves.values() for p in points]
+    values += [f.value for f in finals.values()]
     unit, scale = style.latency_unit(values) if timed else ("", 1.0)
     for job_id, points in curves.items():
         if not points:
@@ -45,14 +51,43 @@ def curve_figure(
                 hovertemplate=f"trial %{{x}}: %{{y:.4g}} {unit}<extra></extra>",
             )
         )
+        final = finals.get(job_id)
+        if final is not None:
+            winner = f"trial {final.trial_id}" if final.trial_id else "the reference"
+            fig.add_trace(
+                go.Scatter(
+                    x=[points[-1].n],
+                    y=[final.value * scale],
+                    mode="markers",
+                    marker={"symbol": "star", "size": 14},
+                    name=f"job {j.id} · final rounds' winner",
+                    hovertemplate=f"{winner}, the winner of {final.rounds} final rounds: "
+                    f"%{{y:.4g}} {unit}<extra></extra>",
+                )
+            )
+    what = "search median" if timed else " / ".join(sorted(objectives)) + " (search)"
     fig.update_layout(
         xaxis_title="trial number",
-        yaxis_title=f"best-so-far latency ({unit})"
-        if timed
-        else f"best-so-far {' / '.join(sorted(objectives))}",
+        yaxis_title=f"best-so-far {what}" + (f" ({unit})" if timed else ""),
         legend_title="job · strategy",
     )
     return style.finish(fig, y_log=timed and common.log_axis(values))
+
+
+def final_text(final: queries.FinalBest, objective: str) -> str:
+    """What a job's final figure is, and why it differs from the curve's end."""
+    winner = f"trial {final.trial_id}" if final.trial_id else "the reference"
+    searched = (
+        f" (the search measured it at {common.fmt_objective(final.search_value, objective)})"
+        if final.search_value is not None
+        else ""
+    )
+    return (
+        f"{winner}, the winner of {final.rounds} final rounds, at "
+        f"{common.fmt_objective(final.value, objective)}: the finalists and baselines "
+        f"re-measured in paired rounds on one worker{searched}. The search measured each "
+        "trial once, when it ran: a busy moment makes a trial slower, a lucky one faster."
+    )
 
 
 def status_figure(counts: dict[str, int]) -> go.Figure:
@@ -158,9 +193,16 @@ def render(engine: Engine) -> None:
         cols[0].metric("trials", j.trials_text)
         cols[1].metric("ok", counts.get("ok", 0))
         cols[2].metric("failed", sum(n for s, n in counts.items() if s != "ok"))
+        final = queries.final_best(engine, j.id)
+        best_label = "best" if j.objective == "latency_s" else f"best {j.objective}"
         cols[3].metric(
-            "best" if j.objective == "latency_s" else f"best {j.objective}",
+            f"{best_label} (final rounds)" if final else best_label,
             common.fmt_objective(j.best_value, j.objective),
+            help=final_text(final, j.objective)
+            if final
+            else "The best trial's "
+            "median as the search measured it (the curve's last value): this job had "
+            "no final rounds.",
         )
         cols[4].metric(
             "trials to 99% of best known",
@@ -175,8 +217,8 @@ def render(engine: Engine) -> None:
                 f"Trials to 99% are counted against the best known, "
                 f"{common.fmt_objective(reference, j.objective)}: {source}."
                 + (
-                    " (A trial's median as the search measured it; the job's best above is"
-                    " the winner as finally decided, e.g. by its final interleaved rounds.)"
+                    " (A trial's median as the search measured it, as on the curve; the "
+                    "best above is the final rounds' figure.)"
                     if differs
                     else ""
                 )
@@ -199,10 +241,14 @@ def render(engine: Engine) -> None:
                     + (f" — [trial {j.best_trial_id}]({link})" if link else "")
                 )
             baselines_section(engine, j)
-            st.markdown("#### Best-so-far latency" if j.objective == "latency_s"
-                        else f"#### Best-so-far {j.objective}")  # fmt: skip
+            what = "latency" if j.objective == "latency_s" else j.objective
+            st.markdown(f"#### Best-so-far {what}, as the search measured it")
             jobs = {x.id: x for x in others} | {j.id: j}
-            st.plotly_chart(curve_figure(curves, jobs), width="stretch", key="curve")
+            finals = {i: f for i in ids if (f := queries.final_best(engine, i)) is not None}
+            st.plotly_chart(curve_figure(curves, jobs, finals), width="stretch", key="curve")
+            if final is not None:
+                st.caption(f"The line: the best trial so far by the search's own "
+                           f"measurements. The star: {final_text(final, j.objective)}")  # fmt: skip
         left, right = st.columns(2)
         with left:
             st.markdown("#### Trials by status")
