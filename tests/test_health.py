@@ -284,3 +284,61 @@ def test_priors_skip_trials_measured_on_a_busy_node(db_url: str) -> None:
     rec.flush()
     priors = read_priors(engine, me, get_kind("pipeline-search"))
     assert sorted(p.params["stages"] for p in priors) == [1, 3]
+
+
+# -- a real job under injected load -------------------------------------------------------
+
+
+def _cli(*args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunelab.platform.cli", *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return " ".join(proc.stdout.split())
+
+
+@pytest.mark.slow
+def test_a_job_under_load_is_marked_shown_and_a_quiet_one_is_not(
+    sqlite_url: str, ray_cluster: str
+) -> None:
+    """Through the driver and Ray: busy loops on every core while a timed job measures;
+    every trial and the job are marked and `show`, `trials` and `best` say so. The same
+    job with the loops stopped (and a threshold the machine's other work cannot reach)
+    is not."""
+    from tunelab.platform.execution import run_job
+    from tunelab.schema.models import JobStatus
+
+    engine = get_engine(sqlite_url)
+
+    def job(measure: dict[str, Any]) -> int:
+        spec = {"name": "load", "kind": "testing-trivial", "workload": {"n": 3, "seconds": 0.05},
+                "measure": {"final_top_k": 0, **measure}}  # fmt: skip
+        job_id = jobs.create_job(engine, parse_spec(spec))
+        assert run_job(engine, job_id) == JobStatus.completed
+        return job_id
+
+    with busy_loops():
+        loaded = job({"quiet_wait_s": 0.5})
+    quiet = job({"quiet_wait_s": 0.5, "busy_per_core": QUIET})
+
+    marked = jobs.trials(engine, loaded)
+    assert len(marked) == 3 and all(t.node_health and t.node_health["busy"] for t in marked)
+    assert all(t.node_health["others"] >= CORES for t in marked)  # the loops, seen
+    assert jobs.get_job(engine, loaded).busy_trials == 3
+    calm = jobs.trials(engine, quiet)
+    assert all(t.node_health and not t.node_health["busy"] for t in calm)
+    assert jobs.get_job(engine, quiet).busy_trials == 0
+
+    shown = _cli("show", str(loaded), "--db", sqlite_url)
+    assert "measured on a busy node: 3 of 3 trials" in shown and "kept from every cache" in shown
+    listed = _cli("trials", str(loaded), "--db", sqlite_url)
+    assert listed.count("ok busy") == 3 and "busy: measured on a busy node" in listed
+    assert "measured on a busy node" in _cli("best", str(loaded), "--db", sqlite_url)
+    as_json = subprocess.run(
+        [sys.executable, "-m", "tunelab.platform.cli", "trials", str(loaded), "--db", sqlite_url,
+         "--format", "json"], capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+    assert '"busy_node": true' in as_json
+    for command in ("show", "trials", "best"):
+        assert "busy" not in _cli(command, str(quiet), "--db", sqlite_url)

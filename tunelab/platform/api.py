@@ -191,6 +191,14 @@ def status_counts(job_id: int, *, db: str | None = None) -> dict[str, int]:
     return jobs.status_counts(_engine(db), job_id)
 
 
+def busy_report(
+    job_id: int, *, db: str | None = None, trial_ids: Sequence[int] = ()
+) -> dict[str, Any]:
+    """What of a job was measured on a busy node: the worst load seen, and which of
+    `trial_ids` were (`jobs.busy_report`)."""
+    return jobs.busy_report(_engine(db), job_id, trial_ids)
+
+
 def trials(
     job_id: int, *, db: str | None = None, top: int | None = None, status: str | None = None
 ) -> list[TrialRecord]:
@@ -323,6 +331,7 @@ def trial_row(
     earlier attempts' errors and `extra`: as JSON text for flat formats (CSV, Parquet),
     as lists and dicts with `nested` (JSON, JSON lines)."""
     row = {c: getattr(t, c) for c in TRIAL_COLUMNS}
+    row["busy_node"] = bool(t.node_health and t.node_health.get("busy"))
     for prefix, names, values in (
         ("param", param_names, t.params), ("objective", objective_names, t.objectives or {})
     ):  # fmt: skip
@@ -461,7 +470,7 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
     it = iter(rows)
     head = list(itertools.islice(it, batch))
     if not head:
-        columns = (*TRIAL_COLUMNS, "attempt_errors", "extra")
+        columns = (*TRIAL_COLUMNS, "busy_node", "attempt_errors", "extra")
         schema = pa.schema([(c, arrow_type(c, None)) for c in columns])
         pq.write_table(schema.empty_table(), path)
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -298,3 +299,38 @@ def baseline_trials(engine: Engine, job_id: int) -> list[Trial]:
 def environment(engine: Engine, environment_id: int) -> Environment | None:
     with session_scope(engine) as s:
         return s.get(Environment, environment_id)
+
+
+def busy_report(engine: Engine, job_id: int, trial_ids: Iterable[int] = ()) -> dict[str, Any]:
+    """What of a job was measured on a busy node (platform/health.py): the worst its busy
+    trials and final rounds saw (`load1`, `others`: runnable tasks not ours, `cores`), and
+    which of `trial_ids` were measured busy (`marked`: id -> `trial`, `final rounds` or
+    `trial, final rounds`)."""
+    from tunelab.platform.recorder import measured_busy
+    from tunelab.schema.models import Remeasurement
+
+    ids = list(trial_ids)
+    with engine.connect() as conn:
+        trials = conn.execute(
+            select(Trial.id, Trial.node_health).where(
+                Trial.job_id == job_id, measured_busy(Trial.node_health)
+            )
+        ).all()
+        rounds = conn.execute(
+            select(Remeasurement.trial_id, Remeasurement.node_health).where(
+                Remeasurement.job_id == job_id, measured_busy(Remeasurement.node_health)
+            )
+        ).all()
+    records = [h for _, h in (*trials, *rounds) if h]
+
+    def worst(key: str) -> Any:
+        return max((r[key] for r in records if r.get(key) is not None), default=None)
+
+    marked: dict[int, str] = {}
+    for tid in ids:
+        where = [w for w, rows in (("trial", trials), ("final rounds", rounds))
+                 if any(r[0] == tid for r in rows)]  # fmt: skip
+        if where:
+            marked[tid] = ", ".join(where)
+    return {"load1": worst("load1"), "others": worst("others"), "cores": worst("cores"),
+            "marked": marked}  # fmt: skip

@@ -39,7 +39,27 @@ def _value(b: Best) -> str:
     return f"{o.name} {text} ({'; '.join(how)})"
 
 
-def _print(b: Best) -> None:
+def _busy(b: Best, db: str | None) -> list[str]:
+    """A line when the best or a finalist was measured on a busy node (platform/health.py)."""
+    j = b.job
+    if not (j.busy_trials or j.busy_rounds):
+        return []
+    from tunelab.platform import api
+
+    finalists = [c.get("trial_id") for c in (j.verdict or {}).get("finalists", [])]
+    ids = [b.trial.id, *(i for i in finalists if i is not None and i != b.trial.id)]
+    marked = api.busy_report(j.id, db=db, trial_ids=ids)["marked"]
+    if not marked:
+        return []
+    said = "; ".join(
+        f"trial {tid}{' (the best)' if tid == b.trial.id else ''} in its "
+        + where.replace("trial", "search measurement")
+        for tid, where in marked.items()
+    )
+    return [f"[yellow]measured on a busy node: {said}; measure again on a quiet node[/]"]
+
+
+def _print(b: Best, db: str | None = None) -> None:
     from tunelab.units import fmt_value
 
     j, t = b.job, b.trial
@@ -58,6 +78,7 @@ def _print(b: Best) -> None:
             f"the search alone ranked trial {b.search_best.id} first "
             f"({fmt_value(b.search_best.value, j.objective)}); the final rounds did not"
         )
+    lines += _busy(b, db)
     out.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
@@ -88,7 +109,7 @@ def best(
     if out_dir is None:
         if force:
             fail(Exit.BAD_INPUT, "--force applies to --out only")
-        _print(guard(lambda: best_mod.best_trial(job, db=db)))
+        _print(guard(lambda: best_mod.best_trial(job, db=db)), db)
         return
     from tunelab.platform.kinds import CandidateError, ExportUnsupported
 
@@ -104,7 +125,7 @@ def best(
         fail(Exit.JOB_FAILED, f"the best trial of job {job} did not build again: {exc}")
     except OSError as exc:  # no permission, disk full: what was there stays
         fail(Exit.JOB_FAILED, f"cannot write {out_dir}: {exc.strerror or exc}")
-    _print(b)
+    _print(b, db)
     names = ", ".join(str(f.relative_to(out_dir)) for f in files)
     err.print(f"exported trial {b.trial.id} to {out_dir}: {names}", highlight=False, soft_wrap=True)
     if any(f.name == "README.md" for f in files):

@@ -154,10 +154,14 @@ def trials_table(title: str, trials: Sequence[TrialRecord], objective: str = "la
             "median": fmt_seconds(t.latency_median_s), "min": fmt_seconds(t.latency_min_s),
             "stdev": fmt_seconds(t.latency_stdev_s), objective: fmt_value(t.value, objective),
         }  # fmt: skip
-        row = [str(t.id), t.status, *(values[c] for c in stats), fmt_params(t.params)]
+        status = f"{t.status} [yellow]busy[/]" if t.busy else t.status
+        row = [str(t.id), status, *(values[c] for c in stats), fmt_params(t.params)]
         if show_node:
             row.append(t.worker_node or "-")
         table.add_row(*row)
+    if any(t.busy for t in trials):
+        table.caption = "busy: measured on a busy node (see tunelab show)"
+        table.caption_justify = "left"
     return table
 
 

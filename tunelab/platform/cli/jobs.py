@@ -448,6 +448,26 @@ def _tie_note(j: JobRecord) -> str:
     )
 
 
+def _busy_lines(j: JobRecord, db: str | None) -> list[str]:
+    """The job's mark when any of its measurements ran on a busy node (platform/health.py)."""
+    if not (j.busy_trials or j.busy_rounds):
+        return []
+    from tunelab.platform import api
+
+    r = api.busy_report(j.id, db=db)
+    parts = [f"{j.busy_trials} of {j.n_done} trials"]
+    if j.busy_rounds:
+        parts.append(f"{j.busy_rounds} final round{'s' if j.busy_rounds > 1 else ''}")
+    load = [f"load {r['load1']:.2f}" if r["load1"] is not None else "",
+            f"{r['others']:.1f} runnable tasks not ours on {r['cores']} cores"
+            if r["others"] is not None else ""]  # fmt: skip
+    seen = f" ({', '.join(x for x in load if x)}, at worst)" if any(load) else ""
+    return [
+        f"[yellow]measured on a busy node: {', '.join(parts)}{seen}; kept from every cache, "
+        "measure again on a quiet node to trust them[/]"
+    ]
+
+
 def _show_job(j: JobRecord, db: str | None) -> None:
     from tunelab.platform import api
     from tunelab.units import fmt_age
@@ -461,6 +481,7 @@ def _show_job(j: JobRecord, db: str | None) -> None:
         f"best: {_best(j)}"
         + (f" (trial {j.best_trial_id})" if j.best_trial_id else "")
         + _tie_note(j),
+        *_busy_lines(j, db),
         f"created {fmt_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
     ]
     log = api.driver_log_path(j.id, db=db)
