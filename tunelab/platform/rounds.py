@@ -23,15 +23,18 @@ import numpy as np
 from tunelab.platform import noise
 
 MAX_INNER = 1000  # runs per sample at most, however fast the callable
+PROBES = 3  # timed runs of each callable to size its samples (the fastest counts)
 
 
 @dataclass
 class Rounds:
-    """Per-round seconds of each callable (`seconds[key][r]`: round r), and whatever the
-    `before_round` hook returned for each round."""
+    """Per-round seconds of each callable (`seconds[key][r]`: round r), whatever the
+    `before_round` hook returned for each round, and the runs of each callable timed
+    together as one sample."""
 
     seconds: dict[str, list[float]]
     notes: list[Any] = field(default_factory=list)
+    inner: dict[str, int] = field(default_factory=dict)
 
     def median(self, key: str) -> float:
         return float(np.median(self.seconds[key]))
@@ -49,15 +52,21 @@ def inner_counts(
     runs: Mapping[str, Callable[[], Any]],
     min_sample_s: float,
     sync: Callable[[], None],
+    probes: int = PROBES,
 ) -> dict[str, int]:
-    """How many runs of each callable make one sample of at least `min_sample_s`."""
+    """How many runs of each callable make one sample of at least `min_sample_s`, from
+    the fastest of `probes` timed runs: one run's time on a busy node could be a stall,
+    and two identical callables would then be timed with samples of different lengths
+    (which differ under load: the A/A test, `bench/aa.py`, called such a pair faster)."""
     inner = {}
     for key, run in runs.items():
-        t0 = time.perf_counter()
-        run()
-        sync()
-        once = max(time.perf_counter() - t0, 1e-7)
-        inner[key] = max(1, min(MAX_INNER, int(min_sample_s / once)))
+        once = float("inf")
+        for _ in range(probes):
+            t0 = time.perf_counter()
+            run()
+            sync()
+            once = min(once, time.perf_counter() - t0)
+        inner[key] = max(1, min(MAX_INNER, int(min_sample_s / max(once, 1e-7))))
     return inner
 
 
@@ -82,7 +91,7 @@ def interleaved(
     sync()
     inner = inner_counts(runs, min_sample_s, sync)
     rng = np.random.default_rng(seed)
-    out = Rounds({k: [] for k in keys})
+    out = Rounds({k: [] for k in keys}, inner=inner)
     for r in range(rounds):
         if before_round is not None:
             out.notes.append(before_round(r))

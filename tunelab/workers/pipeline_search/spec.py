@@ -107,3 +107,9 @@ class TimingSpec(MeasureSpec):
 
     number: PositiveInt = Field(1, description="kernel runs averaged into one repeat")
     min_repeat_ms: int = Field(0, ge=0, description="raise `number` until a repeat lasts this")
+    final_rounds: PositiveInt = Field(
+        10,
+        le=50,
+        description="at most this many final rounds (fewer once the verdict is clear); paired "
+        "rounds decide nothing from fewer than 6 (platform/noise.py: the sign-test bound)",
+    )
