@@ -25,6 +25,7 @@ comparison is the test of transfer. Each replay stops once both targets are reac
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import sys
 import time
@@ -44,6 +45,7 @@ from tunelab.platform.search.replay import (
     prior_problem,
     replay,
 )
+from tunelab.workers.environment import _cpu_model as cpu_model
 
 DATA = Path(__file__).resolve().parent / "data"
 HELD_OUT = ("gemm-512x768x256-cpu.json.gz", "conv2d-28x28x128-cpu.json.gz")
@@ -110,6 +112,10 @@ def main() -> None:
     say("# strict = within 99% of the best median. Columns: median p25 p75 max over seeds, "
         "space / median.")  # fmt: skip
     say(f"# held out (never priors, never tuned on): {', '.join(sorted(args.held_out))}")
+    say(
+        f"# replayed on {cpu_model() or platform.machine()}; each sweep is modelled as the "
+        "machine that recorded it (its 'machine:' line): the figures do not depend on the host"
+    )
     say("# warm: priors from the other sweeps that are not held out, never the replayed one")
     summary: list[str] = []
     for path, sweep in sweeps.items():

@@ -103,3 +103,11 @@ def test_saved_sweep_carries_the_resolved_calibration_and_environment(
     assert saved.spec.target.machine == RECORDER
     assert parse_spec(saved.spec.model_dump(mode="json")).target.machine == RECORDER
     assert replay_mod.load_sweep(out).trials.keys() == saved.trials.keys()
+
+
+def test_committed_sweeps_carry_the_recording_calibration() -> None:
+    """What makes bench/search_efficiency.py print the same figures on any host."""
+    for path in sorted((REPO / "bench/data").glob("*.json.gz")):
+        sweep = load_sweep(path)
+        assert sweep.spec.target.machine is not None, path.name
+        assert "recording machine" in sweep.machine_note(), path.name
