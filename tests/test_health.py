@@ -342,3 +342,41 @@ def test_a_job_under_load_is_marked_shown_and_a_quiet_one_is_not(
     assert '"busy_node": true' in as_json
     for command in ("show", "trials", "best"):
         assert "busy" not in _cli(command, str(quiet), "--db", sqlite_url)
+
+
+# -- the dashboard ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def _fresh_dashboard() -> Iterator[None]:
+    yield
+    import streamlit as st
+
+    from tunelab.dashboard.db import clear_cache
+
+    st.cache_resource.clear()
+    clear_cache()
+
+
+@pytest.mark.usefixtures("_fresh_dashboard")
+def test_the_dashboard_warns_of_a_busy_node(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_dashboard import app, select_row, texts
+
+    engine = get_engine(sqlite_url)
+    job_id = jobs.create_job(engine, parse_spec(SPEC))
+    rec = Recorder(engine, job_id)
+    for key, record in (("a", CALM), ("b", BUSY)):
+        rec.add(candidate=key, params={"tile_m": 32 if key == "a" else 64},
+                status=TrialStatus.ok, latencies_s=[1e-3], node_health=record)  # fmt: skip
+    rec.flush()
+    job_page = app(sqlite_url, monkeypatch, "job", job=job_id)
+    assert "Measured on a busy node: 1 of 2 trials (load 2.50" in texts(job_page)
+    trials = app(sqlite_url, monkeypatch, "trials", job=job_id)
+    assert list(trials.dataframe[0].value["status"]) == ["ok", "ok ⚠ busy node"]
+    select_row(trials, 1)
+    assert "Measured on a busy node: 2.0 runnable tasks not ours on 2 cores" in texts(trials)
+    quiet = jobs.create_job(engine, parse_spec({**SPEC, "name": "quiet"}))
+    Recorder(engine, quiet).flush()
+    assert "busy node" not in texts(app(sqlite_url, monkeypatch, "job", job=quiet))

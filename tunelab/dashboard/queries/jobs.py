@@ -42,6 +42,8 @@ class JobRow:
     direction: str = "minimize"
     best_value: float | None = None
     best_trial_id: int | None = None
+    busy_trials: int = 0  # trials measured on a busy node (platform/health.py)
+    busy_rounds: int = 0  # final rounds measured on a busy node
 
     @property
     def label(self) -> str:
@@ -81,6 +83,8 @@ def _job_select() -> Select[Any]:
             Job.direction,
             Job.best_value,
             Job.best_trial_id,
+            Job.busy_trials,
+            Job.busy_rounds,
             best.c.params.label("best_params"),
             Job.created_at,
             Job.error,
@@ -101,7 +105,8 @@ def _job_row(r: Any, now: datetime) -> JobRow:
         n_done=r.n_done, n_ok=r.n_ok, n_failed=r.n_failed, best_latency_s=r.best_latency_s,
         best_params=r.best_params, created_at=aware(r.created_at) or now, error=r.error,
         objective=r.objective, direction=r.direction, best_value=r.best_value,
-        best_trial_id=r.best_trial_id,
+        best_trial_id=r.best_trial_id, busy_trials=r.busy_trials or 0,
+        busy_rounds=r.busy_rounds or 0,
     )  # fmt: skip
 
 
@@ -284,3 +289,24 @@ def final_best(engine: Engine, job_id: int) -> FinalBest | None:
             ).scalar()
     return FinalBest(job.best_trial_id, job.best_value, int(job.verdict.get("rounds") or 0),
                      searched)  # fmt: skip
+
+
+def busy_text(engine: Engine, job: JobRow) -> str | None:
+    """What a job's busy-node mark says (platform/health.py), or None if it has none."""
+    if not (job.busy_trials or job.busy_rounds):
+        return None
+    r = platform_jobs.busy_report(engine, job.id)
+    parts = [f"{job.busy_trials} of {job.n_done} trials"]
+    if job.busy_rounds:
+        parts.append(f"{job.busy_rounds} final round{'s' if job.busy_rounds > 1 else ''}")
+    seen = []
+    if r["load1"] is not None:
+        seen.append(f"load {r['load1']:.2f}")
+    if r["others"] is not None:
+        seen.append(f"{r['others']:.1f} runnable tasks not ours on {r['cores']} cores")
+    return (
+        f"Measured on a busy node: {', '.join(parts)}"
+        + (f" ({', '.join(seen)}, at worst)" if seen else "")
+        + ". Their numbers are kept from every cache (op costs, calibration, warm starts); "
+        "measure again on a quiet node to trust them."
+    )

@@ -15,6 +15,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from tunelab.dashboard.queries.common import OK
+from tunelab.platform.recorder import measured_busy
 from tunelab.platform.rows import column_union, write_csv
 from tunelab.schema.models import Environment, Job, Remeasurement, Trial
 
@@ -341,9 +342,10 @@ TRIAL_LIST_COLUMNS = (
     Trial.latency_stdev_s, Trial.n_repeats, Trial.predicted_cost, Trial.build_s, Trial.run_s,
     Trial.attempts, Trial.worker_node, Trial.params,
 )  # fmt: skip
-# The page shows a few more: the primary objective (for kinds that do not time) and
-# the library a baseline trial measured.
-PAGE_COLUMNS = (*TRIAL_LIST_COLUMNS[:-1], Trial.value, Trial.baseline, Trial.params)
+# The page shows a few more: the primary objective (for kinds that do not time), the
+# library a baseline trial measured and the node's health (a busy node marks the trial).
+PAGE_COLUMNS = (*TRIAL_LIST_COLUMNS[:-1], Trial.value, Trial.baseline,
+                measured_busy(Trial.node_health).label("busy_node"), Trial.params)  # fmt: skip
 
 
 def count_trials(engine: Engine, flt: TrialFilter) -> int:

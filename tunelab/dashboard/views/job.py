@@ -225,6 +225,8 @@ def render(engine: Engine) -> None:
             )
         if j.error:
             st.error(f"job error: {j.error}")
+        if busy := job_queries.busy_text(engine, j):  # platform/health.py
+            st.warning(busy, icon="⚠️")
         if not counts:
             st.info("This job has no trials yet.")
             return

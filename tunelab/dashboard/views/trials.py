@@ -44,6 +44,11 @@ def cell(value: Any) -> Any:
     return json.dumps(value)
 
 
+def _busy(r: dict[str, Any]) -> bool:
+    """Measured on a busy node (platform/health.py): a page row's flag, a detail's record."""
+    return bool(r.get("busy_node") or (r.get("node_health") or {}).get("busy"))
+
+
 def table_rows(rows: list[dict[str, Any]], *, all_jobs: bool) -> tuple[list[dict], dict]:
     """The page's rows as shown: what says how a trial did first (trial, status, median,
     parameters), human column names, latencies in ms/µs with 4 significant figures,
@@ -57,7 +62,7 @@ def table_rows(rows: list[dict[str, Any]], *, all_jobs: bool) -> tuple[list[dict
         timed = r["latency_median_s"] is not None
         row: dict[str, Any] = {
             "trial": r["id"],
-            "status": r["status"],
+            "status": f"{r['status']} ⚠ busy node" if _busy(r) else r["status"],
             "median": style.fmt_latency(r["latency_median_s"]),
         }
         row |= {names[p]: cell(r.get(p)) for p in params}
@@ -143,6 +148,14 @@ def show_detail(engine: Engine, trial_id: int) -> None:
     cols[2].metric("predicted", (style.fmt_latency(predicted) if timed or not detail["value"]
                                  else style.fmt_number(predicted)) or "-")  # fmt: skip
     cols[3].metric("attempts", detail["attempts"])
+    if _busy(detail):
+        h = detail["node_health"]
+        st.warning(
+            f"Measured on a busy node: {h.get('others')} runnable tasks not ours on "
+            f"{h.get('cores')} cores, load {h.get('load1')} (after waiting "
+            f"{h.get('waited_s')} s for quiet). Its numbers are kept from every cache; "
+            "measure it again on a quiet node to trust them."
+        )
     series = tq.repeats(engine, trial_id, detail["job_id"])
     if series:
         st.plotly_chart(repeats_figure(series), width="stretch", key="repeats")
