@@ -3,10 +3,10 @@ random episodes, the PPO agent), timed end to end against the original, side by 
 
 Every search runs as a real graph-rewrite job (local Ray, a SQLite file). Then, per
 model, one "shoot-out" in this process with a pinned thread count: the original and
-every found graph are timed interleaved (round r runs each of them back to back, the
-order alternating) for `--rounds` rounds, so each speedup is a ratio measured in one run
-(median of the original / median of the found graph), with the 10th-90th percentile of
-the per-round ratios as its spread. Which graph a search "found" is decided by that
+every found graph are timed in `--rounds` paired rounds (round r runs each of them once,
+in an order shuffled each round: the platform's protocol, `platform/rounds.py`), so each
+speedup is a ratio measured in one run (median of the original / median of the found
+graph), with its 95% paired bootstrap interval. Which graph a search "found" is decided by that
 search's own criterion, never by a noisy measurement: greedy's and backtracking's
 result; random's cheapest episode by the cost model; PPO's graph is the trained
 policy's deterministic episode (its last evaluation). Search wall time is the job's.
@@ -95,31 +95,35 @@ Ratios = list[tuple[float, float, float]]
 def shootout(
     engine: Any, model: str, args: argparse.Namespace, graphs: dict[str, list[str]]
 ) -> dict[str, Ratios]:
-    """Every found graph timed interleaved with the original: per label, per seed,
-    (speedup, p10, p90) of the per-round ratios."""
+    """Every found graph timed against the original in paired rounds, order shuffled
+    each round (the platform's protocol): per label, per seed, (speedup, 95% CI low,
+    high) of the ratio of medians (paired bootstrap over rounds)."""
     import torch
 
     from tunelab.platform import artifacts
-    from tunelab.workers.graph_rewrite.timing import interleaved
+    from tunelab.platform.rounds import interleaved
+    from tunelab.workers.graph_rewrite.timing import ORIGINAL, speedup_of
     from tunelab.workers.graphs.execute import Executable
     from tunelab.workers.graphs.frontend import import_model
     from tunelab.workers.graphs.ir import Graph
 
     torch.set_num_threads(args.threads)
     imp = import_model(model, args.size, 0)
-    runs = [Executable(imp.graph, imp.constants)]
-    labels: list[tuple[str, int]] = []
+    original = Executable(imp.graph, imp.constants)
+    calls = {ORIGINAL: lambda: original(imp.inputs)}
+    labels: list[tuple[str, str]] = []
     for label, hashes in graphs.items():
         for i, h in enumerate(hashes):
             g = Graph.loads(artifacts.read_blob(engine, artifacts.get_artifact(engine, h).hash))
-            runs.append(Executable(g, imp.constants))
-            labels.append((label, i))
-    calls = [lambda r=r: r(imp.inputs) for r in runs]
-    cmp = interleaved(calls, rounds=args.rounds, min_sample_s=5e-3)
+            run = Executable(g, imp.constants)
+            key = f"{label}/{i}"
+            calls[key] = lambda r=run: r(imp.inputs)
+            labels.append((label, key))
+    timed = interleaved(calls, rounds=args.rounds, min_sample_s=5e-3)
     out: dict[str, Ratios] = {}
-    for j, (label, _) in enumerate(labels, start=1):
-        lo, hi = cmp.ratio_spread(0, j)
-        out.setdefault(label, []).append((cmp.speedup(0, j), lo, hi))
+    for label, key in labels:
+        s = speedup_of(timed, ORIGINAL, key)
+        out.setdefault(label, []).append((s.value, *s.ci))
     return out
 
 
@@ -171,7 +175,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=1.05)
     ap.add_argument("--workers", type=int, default=1, help="rollout workers of each job")
     ap.add_argument("--threads", type=int, default=1, help="threads of every measurement")
-    ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds of a shoot-out")
+    ap.add_argument("--rounds", type=int, default=30, help="paired rounds of a shoot-out")
     ap.add_argument("--throughput-workers", type=int, nargs="*", default=[1, 2, 4])
     ap.add_argument("--db", default=None, help="database URL (default: a new SQLite file)")
     ap.add_argument("--ray", default=None, help="Ray address (default: a local Ray)")
@@ -194,9 +198,9 @@ def main() -> None:
         f"PPO {args.episodes} episodes ({args.episodes_per_update}/update) x {args.seeds} seeds, "
         f"random {args.random_episodes} episodes x {args.seeds} seeds, backtracking alpha "
         f"{args.alpha} budget {args.budget}; {args.workers} rollout worker(s), "
-        f"{args.threads} thread(s) per measurement; shoot-out {args.rounds} interleaved rounds",
-        "speedup = original median / found graph median, measured interleaved in one run; "
-        "mean over seeds (min-max over seeds; one seed: p10-p90 of the per-round ratios)",
+        f"{args.threads} thread(s) per measurement; shoot-out {args.rounds} paired rounds",
+        "speedup = original median / found graph median, measured in paired rounds in one run; "
+        "mean over seeds (min-max over seeds; one seed: its 95% CI, paired bootstrap)",
         "",
     ]  # fmt: skip
     policies: list[int] = []

@@ -85,7 +85,7 @@ def test_final_rounds_decide_the_winner(db_url: str, ray_cluster: str) -> None:
     register_kind(Jittery())
     engine = get_engine(db_url)
     spec = parse_spec({"name": "v", "kind": "test-jittery", "workload": {"n": 1},
-                       "measure": {"final_top_k": 3, "final_rounds": 4}})  # fmt: skip
+                       "measure": {"final_top_k": 3, "final_rounds": 12}})  # fmt: skip
     job_id = jobs.create_job(engine, spec)
     assert run_job(engine, job_id) == JobStatus.completed
     job = jobs.get_job(engine, job_id)
@@ -104,7 +104,9 @@ def test_final_rounds_decide_the_winner(db_url: str, ray_cluster: str) -> None:
     assert job.best_value == pytest.approx(verdict["winner_median_s"])
     rows = remeasurements(engine, job_id)
     assert {r.trial_id for r in rows} == {trials[i].id for i in (0, 1, 3)} | {trials[-1].id}
-    assert 2 <= max(r.round for r in rows) <= 4
+    # Paired by round (each round's median repeat): never fewer than 10 rounds, at most 12.
+    assert 10 <= max(r.round for r in rows) <= 12
+    assert job.verdict["paired"] is True
     assert job.n_done == 5  # re-measurements are charged to no budget
     # `show` says it: the winner tied with the other, the baseline beaten beyond the noise.
     from typer.testing import CliRunner

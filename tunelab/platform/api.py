@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import select
 
 from tunelab.config import logs_dir, resolve_db_url
-from tunelab.platform import jobs
+from tunelab.platform import intervals, jobs
 from tunelab.platform.records import JobRecord, TrialRecord
 from tunelab.platform.rows import column_union
 from tunelab.schema.db import get_engine, normalise_url, redact
@@ -32,6 +32,7 @@ TRIAL_COLUMNS = (
     "model_version", "build_s", "run_s", "attempts", "worker_node", "environment_id", "error",
     "started_at", "finished_at",
 )  # fmt: skip
+INTERVAL_COLUMNS = ("value_ci_lo", "value_ci_hi", "value_verdict", "value_interval")
 
 
 def _engine(db: str | None) -> Engine:
@@ -325,13 +326,22 @@ def trial_row(
     objective_names: Sequence[str] = (),
     *,
     nested: bool = False,
+    primary: str | None = None,
 ) -> dict[str, Any]:
-    """A trial as a flat dict: its columns, `param_*` per parameter and `objective_*` per
-    named objective (every one of the names given, None where this trial has none), its
-    earlier attempts' errors and `extra`: as JSON text for flat formats (CSV, Parquet),
-    as lists and dicts with `nested` (JSON, JSON lines)."""
+    """A trial as a flat dict: its columns, `busy_node` (measured on a busy node: its
+    numbers are suspect and kept from every cache), the interval of its value (`value_ci_lo`,
+    `value_ci_hi`, `value_verdict`, `value_interval`: None where the trial recorded none
+    for the `primary` objective), `param_*` per parameter and `objective_*` per named
+    objective (every one of the names given, None where this trial has none), its earlier
+    attempts' errors and `extra`: as JSON text for flat formats (CSV, Parquet), as lists
+    and dicts with `nested` (JSON, JSON lines)."""
     row = {c: getattr(t, c) for c in TRIAL_COLUMNS}
     row["busy_node"] = bool(t.node_health and t.node_health.get("busy"))
+    iv = intervals.of_trial(t.extra, primary) if primary else None
+    row |= {
+        "value_ci_lo": iv.lo if iv else None, "value_ci_hi": iv.hi if iv else None,
+        "value_verdict": iv.outcome if iv else None, "value_interval": iv.label if iv else None,
+    }  # fmt: skip
     for prefix, names, values in (
         ("param", param_names, t.params), ("objective", objective_names, t.objectives or {})
     ):  # fmt: skip
@@ -356,11 +366,13 @@ def iter_trial_rows(
     """Every trial of a job as flat rows (`trial_row`), streamed from the database in
     chunks. Raises JobNotFound at once, before the first row is asked for."""
     engine = _engine(db)
-    jobs.get_job(engine, job_id)
-    return _trial_rows(engine, job_id, chunk, nested)
+    objective = jobs.get_job(engine, job_id).objective
+    return _trial_rows(engine, job_id, chunk, nested, objective)
 
 
-def _trial_rows(engine: Any, job_id: int, chunk: int, nested: bool) -> Iterator[dict]:
+def _trial_rows(
+    engine: Any, job_id: int, chunk: int, nested: bool, objective: str | None = None
+) -> Iterator[dict]:
     from sqlalchemy.orm import Session
 
     # Trials of one job may have different parameters (a library baseline has its own):
@@ -374,7 +386,7 @@ def _trial_rows(engine: Any, job_id: int, chunk: int, nested: bool) -> Iterator[
     with Session(engine) as s:
         stmt = select(Trial).where(Trial.job_id == job_id).order_by(Trial.id)
         for t in s.scalars(stmt.execution_options(yield_per=chunk)):
-            yield trial_row(t, *names, nested=nested)
+            yield trial_row(t, *names, nested=nested, primary=objective)
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -452,6 +464,7 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
     import pyarrow.parquet as pq
 
     floats = {c for c in TRIAL_COLUMNS if c.endswith("_s") or c in ("predicted_cost", "value")}
+    floats |= set(INTERVAL_COLUMNS[:2])
     ints = {"id", "n_repeats", "attempts", "environment_id", "model_version"}
 
     def arrow_type(name: str, value: Any) -> pa.DataType:
@@ -470,7 +483,7 @@ def _write_parquet(rows: Iterator[dict[str, Any]], path: Path, batch: int = 5000
     it = iter(rows)
     head = list(itertools.islice(it, batch))
     if not head:
-        columns = (*TRIAL_COLUMNS, "busy_node", "attempt_errors", "extra")
+        columns = (*TRIAL_COLUMNS, "busy_node", *INTERVAL_COLUMNS, "attempt_errors", "extra")
         schema = pa.schema([(c, arrow_type(c, None)) for c in columns])
         pq.write_table(schema.empty_table(), path)
         return 0

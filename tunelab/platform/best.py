@@ -88,31 +88,63 @@ def _final_rounds(job: JobRecord, trial_id: int) -> dict[str, Any] | None:
     v = job.verdict
     if not v or v.get("winner_trial_id") != trial_id:
         return None
-    return {
+    said = {
         "rounds": v["rounds"],
         "pooled_median_s": v["winner_median_s"],
         "tied_with": [c["trial_id"] for c in v["finalists"] if c["outcome"] == "tied"],
         "undecided_against": [c["trial_id"] for c in v["finalists"] if c["outcome"] == "undecided"],
     }
+    if best := v.get("best"):  # final rounds against a reference: the winner's speedup
+        said |= {"against": _reference(v), "speedup": best["value"], "speedup_ci": best["ci"],
+                 "speedup_verdict": best["outcome"]}  # fmt: skip
+    return said
+
+
+def _reference(verdict: dict[str, Any]) -> str:
+    return (verdict.get("reference") or {}).get("label") or "the reference"
+
+
+def contenders(ids: list[int | None], verdict: dict[str, Any]) -> str:
+    """`trial 3`, `trials 3, 4`, `trials 3, 4 and the original graph`: finalists of the
+    final rounds by trial id, the reference (no trial: None) by its name."""
+    trials = [str(i) for i in ids if i is not None]
+    said = f"trial{'s' * (len(trials) > 1)} {', '.join(trials)}" if trials else ""
+    if None in ids:
+        said += (" and " if said else "") + _reference(verdict)
+    return said
 
 
 def verdict_status(job: JobRecord, trial_id: int) -> str | None:
     """What the final rounds said of trial `trial_id`, in words; None without them."""
+    from tunelab.platform import intervals
     from tunelab.units import fmt_value
 
+    v = job.verdict or {}
+    if (v.get("best") or {}).get("reference"):
+        return (
+            f"{_reference(v)} won {v['rounds']} final rounds (paired, order shuffled each "
+            f"round): no finalist is faster beyond the noise; the job's best is "
+            f"{intervals.fmt(v['best']['value'], job.objective, intervals.of_job(v))}"
+        )
     rounds = _final_rounds(job, trial_id)
     if rounds is None:
         return None
-    said = (
-        f"winner of {rounds['rounds']} final rounds (interleaved re-measurements, pooled "
-        f"median {fmt_value(rounds['pooled_median_s'], job.objective)})"
-    )
+    if "speedup" in rounds:
+        said = (
+            f"winner of {rounds['rounds']} final rounds against {rounds['against']} (paired, "
+            f"order shuffled each round): "
+            f"{intervals.fmt(rounds['speedup'], job.objective, intervals.of_job(v))}"
+        )
+    else:
+        said = (
+            f"winner of {rounds['rounds']} final rounds (interleaved re-measurements, pooled "
+            f"median {fmt_value(rounds['pooled_median_s'], job.objective)})"
+        )
     if rounds["tied_with"]:
-        said += ", tied with trial" + "s" * (len(rounds["tied_with"]) > 1) + " "
-        said += ", ".join(map(str, rounds["tied_with"])) + " (within 1%, CI of the ratio holds 1)"
+        said += f", tied with {contenders(rounds['tied_with'], v)}"
+        said += " (within 1%, CI of the ratio holds 1)"
     elif rounds["undecided_against"]:
-        said += ", not separated from trial" + "s" * (len(rounds["undecided_against"]) > 1)
-        said += " " + ", ".join(map(str, rounds["undecided_against"])) + " by the rounds"
+        said += f", not separated from {contenders(rounds['undecided_against'], v)} by the rounds"
     else:
         said += ", alone"
     return said

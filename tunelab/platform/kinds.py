@@ -52,6 +52,8 @@ __all__ = [
     "Direction",
     "EvalContext",
     "ExportUnsupported",
+    "FinalRuns",
+    "Finalist",
     "InvalidCandidate",
     "JobKind",
     "Measurement",
@@ -118,6 +120,28 @@ class Measurement:
     info: dict[str, Any] = field(default_factory=dict)
     objectives: dict[str, float] = field(default_factory=dict)
     payload: Any = None
+
+
+@dataclass(frozen=True)
+class Finalist:
+    """A trial sent to the final rounds: its candidate key, parameters and what its
+    measurement recorded (`info`, the trial's `extra`: e.g. the artifact it made)."""
+
+    key: str
+    params: dict[str, Any]
+    info: dict[str, Any]
+
+
+@dataclass
+class FinalRuns:
+    """What a kind times in its final rounds (`JobKind.final_runs`): one callable per
+    finalist (by candidate key) and the reference they are compared with; each sample
+    lasts at least `min_sample_s` (a fast callable repeats within it)."""
+
+    runs: dict[str, Callable[[], Any]]
+    reference: Callable[[], Any]
+    min_sample_s: float = 2e-3
+    sync: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +260,8 @@ class JobKind(ABC):
     long_running: ClassVar[bool] = False
     # Keys of a trial's `extra` that a sweep file keeps (for replay).
     replay_keys: ClassVar[tuple[str, ...]] = ()
+    # What `final_runs` compares the finalists with, in words (shown with the verdict).
+    reference_label: ClassVar[str] = "the reference"
 
     def validate_spec(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook
         """Raise ValueError for combinations the field validators cannot see."""
@@ -307,6 +333,23 @@ class JobKind(ABC):
         Raise a CandidateError if the candidate no longer builds. Kinds that do not
         override it cannot export: ExportUnsupported."""
         raise ExportUnsupported(f"kind {self.name} cannot export its trials")
+
+    def final_runs(self, spec: JobSpec, finalists: list[Finalist], ctx: EvalContext) -> FinalRuns:
+        """Final rounds for a kind whose primary objective is a speedup over a reference
+        (reference seconds / candidate seconds, maximised) rather than a latency: the
+        callables that run each finalist and the reference, made on a worker. The
+        platform times them in paired, shuffled rounds on one worker and the job's best
+        becomes the winner of those rounds (`platform/execution/finals.py`). Kinds that
+        do not override it have no such final rounds."""
+        raise NotImplementedError(f"kind {self.name} has no final runs")
+
+    def final_identity(self, params: dict[str, Any], info: dict[str, Any]) -> str:
+        """Finalists with the same identity are one thing timed once (two episodes that
+        end in the same graph); default: the candidate itself."""
+        return candidate_key(params)
+
+    def has_final_runs(self) -> bool:
+        return type(self).final_runs is not JobKind.final_runs
 
     def has_build(self) -> bool:
         return type(self).build is not JobKind.build

@@ -155,7 +155,10 @@ class MeasureSpec(_Strict, _NoBoolNumbers):
         "with the baselines, to decide the winner under noise (0: no final rounds)",
     )  # fmt: skip
     final_rounds: PositiveInt = Field(
-        5, le=50, description="at most this many final rounds (fewer once the verdict is clear)"
+        10,
+        le=50,
+        description="at most this many final rounds, each one paired sample per finalist "
+        "(fewer once the verdict is clear, but never fewer than 10)",
     )
     quiet_wait_s: NonNegativeFloat | None = Field(
         10.0,

@@ -12,15 +12,19 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.platform.health import Guard, merge, sample
-from tunelab.platform.kinds import Built, CandidateError, JobKind
+from tunelab.platform.kinds import Built, CandidateError, Finalist, JobKind
 from tunelab.platform.spec import JobSpec
 from tunelab.schema.models import TrialStatus
 from tunelab.workers.context import JobHandle, WorkerContext
 
+if TYPE_CHECKING:
+    from tunelab.platform.rounds import Rounds
+
 _MAX_ERROR = 8000
+REFERENCE = "reference"  # the reference's key in a kind's final rounds
 
 
 def node_label() -> str:
@@ -136,6 +140,35 @@ class MeasureWorker:
     ) -> list[Outcome]:
         """Evaluate a chunk of candidates one after another."""
         return [self.measure(kind, spec, job, item) for item in items]
+
+    def time_rounds(
+        self, kind: JobKind, spec: JobSpec, job: JobHandle, finalists: list[Finalist], *,
+        rounds: int, seed: int = 0,
+    ) -> tuple[Rounds, str]:  # fmt: skip
+        """A kind's final rounds (`JobKind.final_runs`): every finalist and the reference
+        (key `REFERENCE`) timed here in `rounds` paired rounds, order shuffled each round,
+        each round after the node-health guard's bounded wait for quiet (its record is the
+        round's note); returns the per-round seconds and this worker's node."""
+        from tunelab.platform.rounds import interleaved
+
+        guard = self.watch(spec)
+
+        ctx = WorkerContext(job, "final-rounds", cache=self.cache)
+        try:
+            made = kind.final_runs(spec, finalists, ctx)
+        finally:
+            ctx.close()
+        if REFERENCE in made.runs:
+            raise ValueError(f"a finalist cannot be called {REFERENCE!r}")
+        timed = interleaved(
+            {**made.runs, REFERENCE: made.reference},
+            rounds=rounds,
+            min_sample_s=made.min_sample_s,
+            seed=seed,
+            sync=made.sync or (lambda: None),
+            before_round=(lambda _r: merge([guard.check()])) if guard is not None else None,
+        )
+        return timed, self.node
 
     def watch(self, spec: JobSpec) -> Guard | None:
         """This worker's node-health guard for `spec` (None: the node is not watched)."""

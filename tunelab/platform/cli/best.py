@@ -26,15 +26,26 @@ app = typer.Typer()
 
 
 def _value(b: Best) -> str:
-    """The best's primary objective with its unit, e.g. `latency_s 1.234 ms`."""
+    """The best's primary objective with its unit, e.g. `latency_s 1.234 ms`; a ratio with
+    its interval: `speedup 1.12x (95% CI 0.98-1.31, tied)`, re-measured by the final
+    rounds where they chose it."""
+    from tunelab.platform import intervals
     from tunelab.units import fmt_value
 
-    o, t = b.objective, b.trial
-    text = fmt_value(t.value, o.name)
-    if o.unit and not o.name.endswith("_s"):
-        text += f" {o.unit}"
+    o, t, v = b.objective, b.trial, b.job.verdict or {}
+    won = (v.get("best") or {}).get("trial_id") == t.id and v.get("winner_trial_id") == t.id
+    if won:
+        text = intervals.fmt(v["best"]["value"], o.name, intervals.of_job(v))
+    elif intervals.is_ratio(o.name) or intervals.of_trial(t.extra, o.name):
+        text = intervals.fmt(t.value, o.name, intervals.of_trial(t.extra, o.name))
+    else:
+        text = fmt_value(t.value, o.name)
+        if o.unit and not o.name.endswith("_s"):
+            text += f" {o.unit}"
     how = [str(o.direction)]
-    if t.n_repeats:
+    if won:
+        how.append(f"re-measured in {v['rounds']} final rounds")
+    elif t.n_repeats:
         how.append(f"median of {t.n_repeats} repeats")
     return f"{o.name} {text} ({'; '.join(how)})"
 
@@ -60,9 +71,9 @@ def _busy(b: Best, db: str | None) -> list[str]:
 
 
 def _print(b: Best, db: str | None = None) -> None:
-    from tunelab.units import fmt_value
+    from tunelab.platform import intervals
 
-    j, t = b.job, b.trial
+    j, t, sb = b.job, b.trial, b.search_best
     lines = [
         f"[bold]job {j.id}[/] {j.name}  ({', '.join(x for x in (j.kind, j.target) if x)}): "
         f"{j.workload}",
@@ -76,7 +87,8 @@ def _print(b: Best, db: str | None = None) -> None:
     if b.search_best.id != t.id:
         lines.append(
             f"the search alone ranked trial {b.search_best.id} first "
-            f"({fmt_value(b.search_best.value, j.objective)}); the final rounds did not"
+            f"({intervals.fmt(sb.value, j.objective, intervals.of_trial(sb.extra, j.objective))}"
+            "); the final rounds did not"
         )
     lines += _busy(b, db)
     out.print("\n".join(lines), highlight=False, soft_wrap=True)

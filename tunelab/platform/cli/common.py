@@ -126,14 +126,15 @@ def fmt_params(params: dict[str, Any]) -> str:
 
 def trials_table(title: str, trials: Sequence[TrialRecord], objective: str = "latency_s") -> Table:
     """Trials with their statistics and parameters, as a table: latency statistics for
-    timed trials, else the job's objective.
+    timed trials, else the job's objective (a ratio with its interval and verdict).
 
     Fits an 80-column terminal: the statistics never wrap, the parameters take the width
     that is left, and the less useful columns (node, min, stdev) are dropped first when
     the terminal is narrow."""
     from rich.table import Table
 
-    from tunelab.units import fmt_seconds, fmt_value
+    from tunelab.platform import intervals
+    from tunelab.units import fmt_seconds
 
     width = out.width
     timed = objective == "latency_s"
@@ -152,7 +153,8 @@ def trials_table(title: str, trials: Sequence[TrialRecord], objective: str = "la
     for t in trials:
         values = {
             "median": fmt_seconds(t.latency_median_s), "min": fmt_seconds(t.latency_min_s),
-            "stdev": fmt_seconds(t.latency_stdev_s), objective: fmt_value(t.value, objective),
+            "stdev": fmt_seconds(t.latency_stdev_s),
+            objective: intervals.fmt(t.value, objective, intervals.of_trial(t.extra, objective)),
         }  # fmt: skip
         status = f"{t.status} [yellow]busy[/]" if t.busy else t.status
         row = [str(t.id), status, *(values[c] for c in stats), fmt_params(t.params)]

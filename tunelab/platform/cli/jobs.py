@@ -119,6 +119,8 @@ def _baselines(job: JobRecord, best: list[Any], db: str | None) -> None:
     for t in api.baseline_trials(job.id, db=db):
         if t.status != "ok" or not t.value:
             continue
+        n = (t.extra or {}).get("threads")  # the library's threads (pipeline-search: its own)
+        name = f"{t.baseline} ({n} thread{'s' if n != 1 else ''})" if n else t.baseline
         if t.baseline in judged:
             b = judged[t.baseline]
             lo, hi = b["ci"]
@@ -126,13 +128,14 @@ def _baselines(job: JobRecord, best: list[Any], db: str | None) -> None:
                 "win": f"the best found is {b['ratio']:.2f}x faster",
                 "loss": f"the best found is slower ({b['ratio']:.2f}x its speed)",
                 "undecided": f"no faster beyond the noise ({b['ratio']:.2f}x)",
+                "tied": f"tied with the best found ({b['ratio']:.2f}x, within 1%)",
             }[b["outcome"]]
             out.print(
-                f"baseline {t.baseline}: {fmt_value(b['median_s'], job.objective)} — {said}, "
+                f"baseline {name}: {fmt_value(b['median_s'], job.objective)} — {said}, "
                 f"95% CI {lo:.2f}-{hi:.2f} (final rounds, interleaved)"
             )
             continue
-        line = f"baseline {t.baseline}: {fmt_value(t.value, job.objective)}"
+        line = f"baseline {name}: {fmt_value(t.value, job.objective)}"
         if best and best[0].value:
             minimise = job.direction == "minimize"
             ratio = t.value / best[0].value if minimise else best[0].value / t.value
@@ -367,7 +370,7 @@ def list_jobs(
     db: DbOpt = None,
 ) -> None:
     """List jobs, newest first, with progress and best result."""
-    from tunelab.platform import api
+    from tunelab.platform import api, intervals
 
     rows = guard(lambda: api.list_jobs(db=db, kind=kind, status=status, limit=limit))
     records = [
@@ -376,6 +379,8 @@ def list_jobs(
             "status": j.display_status, "done": j.n_done, "planned": j.n_planned,
             "ok": j.n_ok, "failed": j.n_failed, "objective": j.objective,
             "direction": j.direction, "best_value": j.best_value,
+            "best_ci": (iv := intervals.of_job(j.verdict)) and [iv.lo, iv.hi],
+            "best_verdict": iv and iv.outcome,
             "best_latency_s": j.best_latency_s, "created_at": j.created_at.isoformat(),
         }
         for j in rows
@@ -423,29 +428,90 @@ def _jobs_table(rows: list[JobRecord]) -> Any:
     raise AssertionError("unreachable")
 
 
-def _best(j: JobRecord) -> str:
-    """The job's best value, named unless it is a latency."""
-    from tunelab.units import fmt_value
+def _best(j: JobRecord, trial_extra: dict[str, Any] | None = None) -> str:
+    """The job's best value, named unless it is a latency; a ratio with its interval (the
+    final rounds', else the best trial's when its `extra` is given)."""
+    from tunelab.platform import intervals
 
-    value = fmt_value(j.best_value, j.objective)
+    interval = intervals.of_job(j.verdict) or intervals.of_trial(trial_extra, j.objective)
+    value = intervals.fmt(j.best_value, j.objective, interval)
     if j.objective == "latency_s" or j.best_value is None:
         return value
     return f"{j.objective} {value} ({j.direction[:3]})"
+
+
+def _reference(v: dict[str, Any]) -> str:
+    return (v.get("reference") or {}).get("label") or "the reference"
 
 
 def _tie_note(j: JobRecord) -> str:
     """What the final rounds said of the best: the winner alone, or tied with others."""
     if not j.verdict:
         return ""
-    tied = [c["trial_id"] for c in j.verdict["finalists"] if c["outcome"] == "tied"]
-    rounds = j.verdict["rounds"]
+    v = j.verdict
+    rounds = v["rounds"]
+    if v.get("reference"):  # final rounds against a reference (a speedup)
+        if (v.get("best") or {}).get("reference"):
+            return (
+                f": {_reference(v)} won {rounds} final rounds, no finalist is faster "
+                "beyond the noise"
+            )
+        said = f", the winner of {rounds} final rounds against {_reference(v)}"
+    else:
+        said = f", the winner of {rounds} final rounds"
+    tied = [c.get("trial_id") for c in v["finalists"] if c["outcome"] == "tied"]
     if not tied:
-        return f", the winner of {rounds} final rounds"
+        return said
+    from tunelab.platform.best import contenders
+
     return (
-        f", tied with {len(tied)} (trial{'s' if len(tied) > 1 else ''} "
-        f"{', '.join(map(str, tied))}: within 1%, CI of the ratio contains 1) after "
-        f"{rounds} final rounds"
+        f", tied with {len(tied)} ({contenders(tied, v)}: within 1%, CI of the ratio "
+        f"contains 1) after {rounds} final rounds"
     )
+
+
+def _finalists(j: JobRecord) -> list[str]:
+    """Lines for the final rounds against a reference: each finalist's re-measured
+    speedup with its interval and verdict, and how it compares with the winner."""
+    from tunelab.platform import intervals
+
+    v = j.verdict or {}
+    if not v.get("reference"):
+        return []
+    best = v.get("best") or {}
+    lines = [
+        f"final rounds: {v['rounds']} paired rounds against {_reference(v)}, order shuffled "
+        "each round, one worker"
+    ]
+    if best.get("trial_id") is not None:
+        shown = intervals.fmt(best["value"], "speedup", intervals.of_job(v))
+        lines.append(f"  trial {best['trial_id']}: {shown}, the winner")
+    versus = {"tied": "tied with the winner", "slower": "slower than the winner",
+              "undecided": "not separated from the winner"}  # fmt: skip
+    for c in v["finalists"]:
+        name = f"trial {c['trial_id']}" if c.get("trial_id") is not None else _reference(v)
+        ci = c.get("speedup_ci")
+        interval = intervals.Interval(ci[0], ci[1], c.get("speedup_outcome")) if ci else None
+        if c.get("trial_id") is None:
+            lines.append(f"  {name}: 1.00x, {versus.get(c['outcome'], c['outcome'])}")
+            continue
+        shown = intervals.fmt(c.get("speedup"), "speedup", interval)
+        lines.append(f"  {name}: {shown}, {versus.get(c['outcome'], c['outcome'])}")
+    if best.get("reference"):
+        lines.append(f"  {_reference(v)}: 1.00x, the winner")
+    if best.get("outcome") != "faster":
+        lines.append(f"  no finalist is faster than {_reference(v)} beyond the noise")
+    return lines
+
+
+def _best_extra(j: JobRecord, db: str | None) -> dict[str, Any] | None:
+    """The `extra` of the job's best trial, where an interval of its value may be."""
+    from tunelab.platform import api
+
+    if j.best_trial_id is None or j.objective == "latency_s":
+        return None
+    top = api.trials(j.id, db=db, top=1)
+    return top[0].extra if top and top[0].id == j.best_trial_id else None
 
 
 def _busy_lines(j: JobRecord, db: str | None) -> list[str]:
@@ -478,9 +544,10 @@ def _show_job(j: JobRecord, db: str | None) -> None:
         f"workload: {j.workload}",
         f"status: {j.display_status}   trials {_progress(j.n_done, j.n_planned)}",
         "by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
-        f"best: {_best(j)}"
+        f"best: {_best(j, _best_extra(j, db))}"
         + (f" (trial {j.best_trial_id})" if j.best_trial_id else "")
         + _tie_note(j),
+        *_finalists(j),
         *_busy_lines(j, db),
         f"created {fmt_age(j.created_at)}; driver {j.driver_host or '-'} pid {j.driver_pid or '-'}",
     ]

@@ -45,16 +45,17 @@ def list_trials(
     fmt: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
     db: DbOpt = None,
 ) -> None:
-    """A job's trials with parameters and their objective (latency statistics)."""
+    """A job's trials with parameters and their objective (latency statistics; a ratio
+    with its 95% interval and verdict)."""
     from tunelab.platform import api
     from tunelab.platform.rows import column_union
 
     rows = guard(lambda: api.trials(job, db=db, top=top, status=status))
+    objective = api.get_job(job, db=db).objective
     if fmt != Format.table:
         names = column_union(t.params for t in rows)
-        emit([api.trial_row(t, names, nested=True) for t in rows], fmt)
+        emit([api.trial_row(t, names, nested=True, primary=objective) for t in rows], fmt)
         return
-    objective = api.get_job(job, db=db).objective
     out.print(trials_table(f"job {job}: {len(rows)} trials", rows, objective))
 
 

@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict
 from tunelab.platform.kinds import (
     Built,
     EvalContext,
+    Finalist,
+    FinalRuns,
     JobKind,
     Measurement,
     Objective,
@@ -72,6 +74,7 @@ class GraphRewrite(JobKind):
         Objective("return", "maximize"),
     )
     replay_keys = ("search", "rewrites", "model")
+    reference_label = "the original graph"
 
     def strategies(self) -> dict[str, Any]:
         from tunelab.workers.graph_rewrite import strategies as s
@@ -191,12 +194,14 @@ class GraphRewrite(JobKind):
                 f"the final graph differs from the original: {problem} "
                 f"(rewrites: {[r for r, _ in outcome.rewrites]})"
             )
-        cmp = setup.compare(outcome.graph, rounds=m.rounds, min_sample_s=m.min_sample_ms / 1e3)
-        speedup = cmp.speedup(0, 1)
-        lo, hi = cmp.ratio_spread(0, 1)
-        original_s, final_s = cmp.medians()
+        cmp = setup.compare(
+            outcome.graph,
+            rounds=m.rounds,
+            min_sample_s=m.min_sample_ms / 1e3,
+            seed=derive_seed(spec.search.seed, "timing", ctx.trial_key),
+        )
         name = f"graph-{ctx.trial_key[:16]}"
-        ctx.save_artifact(
+        graph_hash = ctx.save_artifact(
             name,
             outcome.graph.dumps().encode(),
             meta={"model": model, "search": search, "nodes": len(outcome.graph.nodes)},
@@ -205,8 +210,8 @@ class GraphRewrite(JobKind):
         return Measurement(
             latencies_s=None,
             objectives={
-                SPEEDUP: speedup,
-                "latency_s": final_s,
+                SPEEDUP: cmp.value,
+                "latency_s": cmp.final_s,
                 "model_speedup": setup.initial_cost / outcome.cost_s,
                 "model_cost_s": outcome.cost_s,
                 "return": outcome.ret,
@@ -220,16 +225,26 @@ class GraphRewrite(JobKind):
                 "rules_used": sorted({r for r, _ in outcome.rewrites}),
                 "steps": len(outcome.rewrites),
                 "explored": outcome.explored,
-                "original_latency_s": original_s,
-                "speedup_p10": lo,
-                "speedup_p90": hi,
-                "rounds": m.rounds,
+                **cmp.info(),  # speedup_ci, speedup_verdict, original_latency_s, rounds
                 "initial_model_cost_s": setup.initial_cost,
                 "nodes": [len(setup.imported.graph.nodes), len(outcome.graph.nodes)],
                 "graph": graph_ref,
+                "graph_hash": graph_hash,
                 "policy_version": params.get("version"),
                 "ops_timed": setup.cost.measured,
                 "threads": setup.threads,
             },
             payload=outcome.trajectory,
         )
+
+    def final_identity(self, params: dict[str, Any], info: dict[str, Any]) -> str:
+        """Episodes that end in the same graph are one finalist."""
+        return str(
+            info.get("graph_hash") or info.get("graph") or super().final_identity(params, info)
+        )
+
+    def final_runs(self, spec: JobSpec, finalists: list[Finalist], ctx: EvalContext) -> FinalRuns:
+        """The finalists' final graphs and the original, to time against each other."""
+        from tunelab.workers.graph_rewrite import runs
+
+        return runs.final_runs(spec, finalists, ctx)

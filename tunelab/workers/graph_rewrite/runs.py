@@ -9,10 +9,10 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunelab.platform.kinds import EvalContext, RunError
+from tunelab.platform.kinds import EvalContext, Finalist, FinalRuns, RunError
 from tunelab.platform.spec import JobSpec
+from tunelab.workers.graph_rewrite import timing
 from tunelab.workers.graph_rewrite.cost import OpCostModel
-from tunelab.workers.graph_rewrite.timing import Comparison, interleaved
 from tunelab.workers.graphs.ir import Graph
 
 
@@ -37,19 +37,33 @@ class Setup:
         rtol, atol = self.tolerance
         return check_equivalent(self.imported, graph, seed, rtol=rtol, atol=atol)
 
-    def compare(self, graph: Graph, *, rounds: int, min_sample_s: float) -> Comparison:
-        """The original and `graph` timed end to end, interleaved."""
+    def original(self) -> Any:
+        """The original graph, runnable (made once)."""
         from tunelab.workers.graphs.execute import Executable
 
-        imp = self.imported
         if self.original_run is None:
+            imp = self.imported
             self.original_run = Executable(imp.graph, imp.constants)
-        found = Executable(graph, imp.constants)
-        inputs = imp.inputs
-        return interleaved(
-            [lambda: self.original_run(inputs), lambda: found(inputs)],
+        return self.original_run
+
+    def runner(self, graph: Graph) -> Any:
+        """A callable that runs `graph` once on the model's example inputs."""
+        from tunelab.workers.graphs.execute import Executable
+
+        found, inputs = Executable(graph, self.imported.constants), self.imported.inputs
+        return lambda: found(inputs)
+
+    def compare(
+        self, graph: Graph, *, rounds: int, min_sample_s: float, seed: int = 0
+    ) -> timing.Speedup:
+        """The original and `graph` timed end to end in paired, shuffled rounds."""
+        original, inputs = self.original(), self.imported.inputs
+        return timing.compare(
+            lambda: original(inputs),
+            self.runner(graph),
             rounds=rounds,
             min_sample_s=min_sample_s,
+            seed=seed,
         )
 
 
@@ -188,9 +202,12 @@ def episode(spec: JobSpec, params: dict[str, Any], s: Setup, ctx: EvalContext) -
         }
         if every and i % every == 0:
             cmp = s.compare(
-                env.graph, rounds=max(3, m.rounds // 3), min_sample_s=m.min_sample_ms / 1e3
+                env.graph,
+                rounds=max(3, m.rounds // 3),
+                min_sample_s=m.min_sample_ms / 1e3,
+                seed=seed + i,
             )
-            metrics["speedup"] = cmp.speedup()
+            metrics["speedup"] = cmp.value
         ctx.report(i, metrics)
 
     result = rollout.play(
@@ -208,4 +225,23 @@ def episode(spec: JobSpec, params: dict[str, Any], s: Setup, ctx: EvalContext) -
         [(h.rule, h.location) for h in env.state.history],
         ret=result.ret,
         trajectory=result.trajectory if params.get("train") else None,
+    )
+
+
+def final_runs(spec: JobSpec, finalists: list[Finalist], ctx: EvalContext) -> FinalRuns:
+    """The finalists' final graphs (artifacts `JOB:graph-<key>`) and the original, ready
+    to be timed against each other in the final rounds. Finalists of another model than
+    the job's (none today: held-out models are evaluations) are left out."""
+    model = spec.workload["model"]
+    s = setup(spec, model, ctx)
+    runs = {}
+    for f in finalists:
+        if f.info.get("model", model) != model or not f.info.get("graph"):
+            continue
+        runs[f.key] = s.runner(Graph.loads(ctx.load_artifact(f.info["graph"])))
+    original, inputs = s.original(), s.imported.inputs
+    return FinalRuns(
+        runs,
+        reference=lambda: original(inputs),
+        min_sample_s=spec.measure.min_sample_ms / 1e3,
     )

@@ -86,12 +86,20 @@ class GraphRewriteWorkload(BaseModel):
 
 
 class GraphMeasureSpec(MeasureSpec):
-    """How graphs are measured. A found graph is timed end to end interleaved with the
-    original (`rounds` rounds, each sample at least `min_sample_ms`); its speedup is the
-    ratio of medians. Every final graph is checked against the original on the example
-    inputs and fresh random ones (`rtol`/`atol`): a mismatch is `wrong_result`."""
+    """How graphs are measured. A found graph is timed end to end against the original
+    in paired rounds, order shuffled each round (`rounds` rounds, each sample at least
+    `min_sample_ms`); its speedup is the ratio of medians, with its 95% paired bootstrap
+    interval and verdict. Every final graph is checked against the original on the
+    example inputs and fresh random ones (`rtol`/`atol`): a mismatch is `wrong_result`.
 
-    rounds: PositiveInt = Field(15, le=1000, description="interleaved rounds of the e2e timing")
+    After the search, the `final_top_k` distinct final graphs with the best recorded
+    speedups are timed again against the original on one worker, over `final_rounds`
+    paired rounds; the job's best is the winner of those rounds (the original itself when
+    no graph is faster). At least 10 rounds: each round gives one paired sample per
+    graph, and a bootstrap interval of a median from fewer samples is little more than
+    their range."""
+
+    rounds: PositiveInt = Field(15, le=1000, description="paired rounds of a trial's e2e timing")
     min_sample_ms: float = Field(2.0, gt=0, description="each timed sample lasts at least this")
     e2e_every: PositiveInt | None = Field(
         None, description="also time the graph end to end every k rewrites of an episode"
@@ -101,10 +109,15 @@ class GraphMeasureSpec(MeasureSpec):
     op_repeats: PositiveInt = Field(7, description="timed runs of one operator (cost model)")
     run_timeout_s: float = Field(3600.0, gt=0, description="deadline of one episode or search")
     final_top_k: int = Field(
-        0,
+        3,
         ge=0,
-        le=0,
-        description="not used: speedups are ratios measured interleaved with the original",
+        le=20,
+        description="distinct final graphs timed again against the original after the "
+        "search, to decide the job's best under noise (0: none; the best single "
+        "measurement stands)",
+    )
+    final_rounds: PositiveInt = Field(
+        20, ge=10, le=1000, description="paired rounds of the final timing (one sample each)"
     )
 
 

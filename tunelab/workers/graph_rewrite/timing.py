@@ -1,7 +1,8 @@
-"""End-to-end runtime of whole graphs, measured as a performance engineer would: the
-graphs compared are run interleaved (round r times each of them back to back, in an
-order that alternates), each sample long enough for the clock, and the result is the
-ratio of medians with the spread of the per-round ratios.
+"""End-to-end speedups of whole graphs, on the platform's measurement protocol: the
+original and the final graph timed in paired rounds, order shuffled each round
+(`platform.rounds.interleaved`), and the speedup original/final read as the ratio of
+medians with its paired bootstrap interval and verdict (`noise.paired_ratio`,
+`noise.judge`). Nothing here times anything itself: one definition, the platform's.
 
 The thread count is the worker's (the platform's measurement policy sets it once per
 worker process; it is recorded with every trial).
@@ -9,63 +10,62 @@ worker process; it is recorded with every trial).
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from tunelab.platform.rounds import Rounds, interleaved
+
+ORIGINAL, FINAL = "original", "final"
 
 
-@dataclass
-class Comparison:
-    """Per-round seconds of each graph (one list per graph, in the order given)."""
+@dataclass(frozen=True)
+class Speedup:
+    """original/final as a speedup (above 1: the final graph is faster), its 95%
+    interval, the verdict from the final graph's point of view (`faster`, `slower`,
+    `tied`, `undecided`), the rounds it rests on and both medians."""
 
-    seconds: list[list[float]]
+    value: float
+    ci: tuple[float, float]
+    verdict: str
+    rounds: int
+    original_s: float
+    final_s: float
 
-    def medians(self) -> list[float]:
-        return [statistics.median(s) for s in self.seconds]
-
-    def speedup(self, base: int = 0, other: int = 1) -> float:
-        """median(base) / median(other): above 1 means `other` is faster."""
-        m = self.medians()
-        return m[base] / m[other]
-
-    def ratio_spread(self, base: int = 0, other: int = 1) -> tuple[float, float]:
-        """The 10th and 90th percentiles of the per-round ratios base/other."""
-        r = np.asarray(self.seconds[base]) / np.asarray(self.seconds[other])
-        return float(np.percentile(r, 10)), float(np.percentile(r, 90))
+    def info(self) -> dict[str, Any]:
+        """What a trial records of it (beside the speedup objective itself)."""
+        return {
+            "speedup_ci": [self.ci[0], self.ci[1]],
+            "speedup_verdict": self.verdict,
+            "original_latency_s": self.original_s,
+            "rounds": self.rounds,
+        }
 
 
-def interleaved(
-    runs: Sequence[Callable[[], Any]],
+def speedup_of(rounds: Rounds, reference: str, other: str, *, seed: int = 0) -> Speedup:
+    """The speedup reference/other from paired rounds (`other` faster: above 1)."""
+    ratio = rounds.ratio(other, reference, seed=seed)
+    value, ci = ratio.speedup()
+    return Speedup(
+        value, ci, ratio.outcome, ratio.rounds, rounds.median(reference), rounds.median(other)
+    )
+
+
+def compare(
+    original: Callable[[], Any],
+    final: Callable[[], Any],
     *,
-    rounds: int = 15,
+    rounds: int,
+    min_sample_s: float,
+    seed: int = 0,
     warmup: int = 2,
-    min_sample_s: float = 2e-3,
-    sync: Callable[[], None] = lambda: None,
-) -> Comparison:
-    """Time every callable in `runs`, interleaved over `rounds` rounds (the order
-    alternates each round so no graph always runs first)."""
-    for run in runs:
-        for _ in range(warmup):
-            run()
-    sync()
-    inner = []
-    for run in runs:
-        t0 = time.perf_counter()
-        run()
-        sync()
-        once = max(time.perf_counter() - t0, 1e-7)
-        inner.append(max(1, min(100, int(min_sample_s / once))))
-    seconds: list[list[float]] = [[] for _ in runs]
-    order = list(range(len(runs)))
-    for r in range(rounds):
-        for i in order if r % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            for _ in range(inner[i]):
-                runs[i]()
-            sync()
-            seconds[i].append((time.perf_counter() - t0) / inner[i])
-    return Comparison(seconds)
+) -> Speedup:
+    """The original and the final graph's runs timed in `rounds` paired, shuffled rounds."""
+    timed = interleaved(
+        {ORIGINAL: original, FINAL: final},
+        rounds=rounds,
+        warmup=warmup,
+        min_sample_s=min_sample_s,
+        seed=seed,
+    )
+    return speedup_of(timed, ORIGINAL, FINAL, seed=seed)
