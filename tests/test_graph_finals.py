@@ -194,6 +194,15 @@ def test_a_lucky_single_measurement_does_not_win(sqlite_url: str, ray_cluster: s
     assert f"trial {trials[1].id}: " in text and "slower than the winner" in text
     # The search's own numbers in the table come with the interval they recorded.
     assert "3.60x (95% CI 1.80-7.20)" in text
+    # The Job page's best: the final rounds' figure with its interval.
+    from tunelab.dashboard import queries as dq
+    from tunelab.dashboard.views.job import final_text
+
+    final = dq.final_best(engine, job_id)
+    assert final is not None and final.ci == tuple(v["best"]["ci"])
+    said = final_text(final, "speedup")
+    assert f"trial {trials[0].id}, the winner of 12 final rounds against the reference" in said
+    assert "95% CI" in said and "faster" in said
     best = show(job_id, sqlite_url, "best")
     assert f"best: trial {trials[0].id}  speedup {job.best_value:.2f}x (95% CI" in best
     assert "re-measured in 12 final rounds" in best
@@ -250,6 +259,16 @@ def test_a_greedy_job_gets_final_rounds_and_shows_intervals(
     (row,) = csv.DictReader(io.StringIO(listed))
     assert float(row["value_ci_lo"]) == pytest.approx(lo)
     assert row["value_verdict"] == t.extra["speedup_verdict"]
+    # The graph-rewrite page: the job's best is the final rounds' winner, with its interval.
+    from tunelab.dashboard.common import fmt_ratio
+    from tunelab.workers.graph_rewrite.dashboard import page
+    from tunelab.workers.graph_rewrite.dashboard import queries as gq
+
+    (row,) = gq.best_per_search(engine, [job_id])
+    assert row.final and row.speedup == job.best_value and row.trial_id == job.best_trial_id
+    assert row.ci == (tuple(v["best"]["ci"]) if v["best"]["ci"] else None)
+    cell = page.table_rows([row])[0]["speed-up"]
+    assert cell.startswith(fmt_ratio(row.speedup)) and ("95% CI" in cell) == bool(row.ci)
     out = tmp_path / "job.parquet"
     ran = CliRunner().invoke(app, ["export", str(job_id), "--format", "parquet", "-o", str(out),
                                    "--db", sqlite_url])  # fmt: skip

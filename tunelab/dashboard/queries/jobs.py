@@ -271,6 +271,11 @@ class FinalBest:
     value: float
     rounds: int
     search_value: float | None
+    # Final rounds against a reference (a speedup): the winner's 95% interval, its
+    # verdict against the reference, and what the reference is.
+    ci: tuple[float, float] | None = None
+    outcome: str | None = None
+    against: str | None = None
 
 
 def final_best(engine: Engine, job_id: int) -> FinalBest | None:
@@ -287,8 +292,10 @@ def final_best(engine: Engine, job_id: int) -> FinalBest | None:
             searched = conn.execute(
                 select(Trial.value).where(Trial.id == job.best_trial_id)
             ).scalar()
+    won = job.verdict.get("best") or {}
     return FinalBest(job.best_trial_id, job.best_value, int(job.verdict.get("rounds") or 0),
-                     searched)  # fmt: skip
+                     searched, tuple(won["ci"]) if won.get("ci") else None, won.get("outcome"),
+                     (job.verdict.get("reference") or {}).get("label"))  # fmt: skip
 
 
 def busy_text(engine: Engine, job: JobRow) -> str | None:

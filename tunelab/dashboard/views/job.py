@@ -53,7 +53,9 @@ def curve_figure(
         )
         final = finals.get(job_id)
         if final is not None:
-            winner = f"trial {final.trial_id}" if final.trial_id else "the reference"
+            winner = (
+                f"trial {final.trial_id}" if final.trial_id else final.against or "the reference"
+            )
             fig.add_trace(
                 go.Scatter(
                     x=[points[-1].n],
@@ -76,12 +78,20 @@ def curve_figure(
 
 def final_text(final: queries.FinalBest, objective: str) -> str:
     """What a job's final figure is, and why it differs from the curve's end."""
-    winner = f"trial {final.trial_id}" if final.trial_id else "the reference"
+    winner = f"trial {final.trial_id}" if final.trial_id else final.against or "the reference"
     searched = (
         f" (the search measured it at {common.fmt_objective(final.search_value, objective)})"
         if final.search_value is not None
         else ""
     )
+    if final.against:  # a speedup over a reference, with its interval
+        ci = f", 95% CI {common.fmt_interval(final.ci)}, {final.outcome}" if final.ci else ""
+        return (
+            f"{winner}, the winner of {final.rounds} final rounds against {final.against}, "
+            f"at {common.fmt_ratio(final.value)}{ci}: the finalists and {final.against} "
+            f"re-timed in paired rounds on one worker{searched}. The search timed each "
+            "trial once, when it ran: a busy moment makes a trial slower, a lucky one faster."
+        )
     return (
         f"{winner}, the winner of {final.rounds} final rounds, at "
         f"{common.fmt_objective(final.value, objective)}: the finalists and baselines "
@@ -197,7 +207,8 @@ def render(engine: Engine) -> None:
         best_label = "best" if j.objective == "latency_s" else f"best {j.objective}"
         cols[3].metric(
             f"{best_label} (final rounds)" if final else best_label,
-            common.fmt_objective(j.best_value, j.objective),
+            common.fmt_objective(j.best_value, j.objective)
+            + (f" (95% CI {common.fmt_interval(final.ci)})" if final and final.ci else ""),
             help=final_text(final, j.objective)
             if final
             else "The best trial's "

@@ -38,14 +38,18 @@ def speedup_figure(rows: list[gq.SearchBest]) -> go.Figure:
         bars = {
             "name": search,
             "text": [common.fmt_ratio(r.speedup) for r in mine],
-            "hovertext": [f"job {r.job_id}, {r.trials} trials" for r in mine],
+            "hovertext": [hover(r) for r in mine],
         }
+        # The 95% interval as error bars (none where a row has no interval).
+        error = {"type": "data", "symmetric": False, "visible": any(r.ci for r in mine),
+                 "array": [r.ci[1] - r.speedup if r.ci else 0 for r in mine],
+                 "arrayminus": [r.speedup - r.ci[0] if r.ci else 0 for r in mine]}  # fmt: skip
         if horizontal:
             bars |= {"y": [r.model for r in mine], "x": [r.speedup for r in mine],
-                     "orientation": "h", "textposition": "auto"}  # fmt: skip
+                     "orientation": "h", "textposition": "auto", "error_x": error}  # fmt: skip
         else:
             bars |= {"x": [r.model for r in mine], "y": [r.speedup for r in mine],
-                     "textposition": "outside"}  # fmt: skip
+                     "textposition": "outside", "error_y": error}  # fmt: skip
         fig.add_trace(go.Bar(**bars))
     title = "speedup over the original graph (measured, higher is better)"
     fig.update_layout(barmode="group")
@@ -103,15 +107,30 @@ def summarised(curves: dict[str, list[CurvePoint]]) -> str | None:
     )
 
 
+def hover(r: gq.SearchBest) -> str:
+    """A bar's hover text: the job, how the speedup was measured, its interval."""
+    how = "final rounds' winner" if r.final else "the best trial's own timing"
+    ci = f", 95% CI {common.fmt_interval(r.ci)}" if r.ci else ""
+    return f"job {r.job_id}, {r.trials} trials; {how}{ci}" + (f", {r.verdict}" if r.verdict else "")
+
+
+def speedup_text(r: gq.SearchBest) -> str:
+    """`1.12x (95% CI 0.98-1.31, tied)`; just `1.12x` without an interval."""
+    said = [f"95% CI {common.fmt_interval(r.ci)}"] if r.ci else []
+    said += [r.verdict] if r.verdict else []
+    return common.fmt_ratio(r.speedup) + (f" ({', '.join(said)})" if said else "")
+
+
 def table_rows(rows: list[gq.SearchBest]) -> list[dict]:
     """The best graph of each search, with human column names and formatted numbers."""
     return [
         {
             "model": r.model, "search": r.search,
-            "speed-up": common.fmt_ratio(r.speedup),
+            "speed-up": speedup_text(r),
             "model speed-up": common.fmt_ratio(r.model_speedup),
             "trials": r.trials, "search time": fmt_seconds(r.search_s),
-            "best trial": r.trial_id, "job": r.job_id,
+            "best trial": r.trial_id,  # none: the original graph won the final rounds
+            "measured by": "final rounds" if r.final else "its trial", "job": r.job_id,
         }
         for r in rows
     ]  # fmt: skip
@@ -145,14 +164,20 @@ def render(engine: Engine) -> None:
             st.dataframe(table_rows(rows), hide_index=True, width="stretch")
             st.caption(
                 "Speed-up: the original graph's median end-to-end time over the found "
-                "graph's, timed interleaved on the same worker. Model speed-up: the same "
-                "ratio by TASO's cost model (sum of per-operator runtimes)."
+                "graph's, timed on the same worker in paired rounds (order shuffled each "
+                "round), with its 95% interval (paired bootstrap over rounds) and verdict: "
+                "faster only when the interval excludes 1 and the gap is over 1%. Where a "
+                "job had final rounds, its best is their winner, re-timed against the "
+                "original (the original itself when no graph is faster), not the largest "
+                "single measurement. Model speed-up: the same ratio by TASO's cost model "
+                "(sum of per-operator runtimes)."
                 + (f" Refreshing every {every:g} s." if every else "")
             )
             best = max(rows, key=lambda r: r.speedup)
+            ci = f", 95% CI {common.fmt_interval(best.ci)}" if best.ci else ""
             st.subheader(
                 f"Rewrites of the best graph ({best.search}, {best.model}, "
-                f"{common.fmt_ratio(best.speedup)})"
+                f"{common.fmt_ratio(best.speedup)}{ci})"
             )
             st.dataframe(gq.rewrite_sequence(engine, best.trial_id), hide_index=True)
         else:

@@ -1,5 +1,6 @@
 """What the graph-rewrite page shows, computed in SQL: each job's best measured speedup
-per (model, search), its best trial's rewrite sequence, and the RL learning curves."""
+per (model, search) with its interval (the final rounds' winner where the job had them),
+its best trial's rewrite sequence, and the RL learning curves."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from tunelab.platform import intervals
 from tunelab.platform import steps as steps_mod
 from tunelab.schema.models import Job, Trial, TrialStatus
 
@@ -19,8 +21,11 @@ CURVE_POINTS = 1000
 
 @dataclass(frozen=True)
 class SearchBest:
-    """The best ok trial of one search of one job: its measured speedup over the
-    original graph, the cost model's, and how long the search took."""
+    """The best of one search of one job: its measured speedup over the original graph
+    with its 95% interval and verdict (`faster`, `slower`, `tied`, `undecided`), the cost
+    model's, and how long the search took. `final`: the job's final rounds decided it
+    (the speedup is the winner's re-timed one; `trial_id` None: the original won), else
+    it is the best trial's own timing."""
 
     job_id: int
     model: str
@@ -29,7 +34,10 @@ class SearchBest:
     model_speedup: float | None
     trials: int
     search_s: float
-    trial_id: int
+    trial_id: int | None
+    ci: tuple[float, float] | None = None
+    verdict: str | None = None
+    final: bool = False
 
 
 def _model_of(job: Job, trial: Trial) -> str:
@@ -50,6 +58,8 @@ def best_per_search(engine: Engine, job_ids: Sequence[int]) -> list[SearchBest]:
         .order_by(Trial.id)
     )
     best: dict[tuple[int, str, str], SearchBest] = {}
+    key_of: dict[int, tuple[int, str, str]] = {}  # searched trials' keys, for the finals
+    verdicts: dict[int, dict[str, Any]] = {}
     with engine.connect() as conn:
         totals = dict(
             conn.execute(
@@ -69,9 +79,14 @@ def best_per_search(engine: Engine, job_ids: Sequence[int]) -> list[SearchBest]:
             s = obj.get("speedup")
             if s is None:
                 continue
+            if not trial.baseline:
+                key_of[trial.id] = key
+            if job.verdict and (job.verdict.get("best") or {}):
+                verdicts[job.id] = job.verdict
             cur = best.get(key)
             n = (cur.trials if cur else 0) + 1
             if cur is None or s > cur.speedup:
+                iv = intervals.of_trial(trial.extra, "speedup")
                 best[key] = SearchBest(
                     job.id,
                     model,
@@ -81,14 +96,40 @@ def best_per_search(engine: Engine, job_ids: Sequence[int]) -> list[SearchBest]:
                     n,
                     float(totals.get(job.id) or 0.0),
                     trial.id,
+                    (iv.lo, iv.hi) if iv else None,
+                    iv.outcome if iv else None,
                 )
             else:
                 best[key] = SearchBest(**{**cur.__dict__, "trials": n})
+    for v in verdicts.values():
+        _final(best, key_of, v)
     return sorted(best.values(), key=lambda b: (b.model, b.search, b.job_id))
 
 
-def rewrite_sequence(engine: Engine, trial_id: int) -> list[dict[str, Any]]:
-    """The rewrites a trial applied, in order: rule and the nodes it matched."""
+def _final(
+    best: dict[tuple[int, str, str], SearchBest],
+    key_of: dict[int, tuple[int, str, str]],
+    verdict: dict[str, Any],
+) -> None:
+    """A job's final rounds decide its search's best: the winner's re-timed speedup with
+    its interval (the original itself, 1.0, when it won)."""
+    won = verdict["best"]
+    ids = [won.get("trial_id"), *(c.get("trial_id") for c in verdict.get("finalists", []))]
+    key = next((key_of[i] for i in ids if i in key_of), None)
+    if key is None:
+        return
+    ci = tuple(won["ci"]) if won.get("ci") else None
+    best[key] = SearchBest(**{
+        **best[key].__dict__, "speedup": float(won["value"]), "trial_id": won.get("trial_id"),
+        "ci": ci, "verdict": won.get("outcome") or "the original won", "final": True,
+    })  # fmt: skip
+
+
+def rewrite_sequence(engine: Engine, trial_id: int | None) -> list[dict[str, Any]]:
+    """The rewrites a trial applied, in order: rule and the nodes it matched (none for
+    the original graph, `trial_id` None)."""
+    if trial_id is None:
+        return []
     with engine.connect() as conn:
         extra = conn.execute(select(Trial.extra).where(Trial.id == trial_id)).scalar()
     return [
