@@ -4,11 +4,13 @@ at random.
 
 A trial is one search run: one RL or random episode, or one greedy/backtracking search.
 Its result is the graph it ends with, checked against the original (a mismatch is
-`wrong_result`, never the best) and timed end to end interleaved with the original: the
-primary objective is that measured speedup (higher is better); the model cost (TASO's
-sum of per-operator runtimes), the episode's return and the rewrite sequence are kept
-beside it, each step of an episode as a step of the trial, the final graph as an
-artifact (`graph-<trial>`).
+`wrong_result`, never the best) and timed end to end against the original in paired,
+shuffled rounds: the primary objective is that measured speedup (higher is better),
+kept with its 95% interval and verdict; the model cost (TASO's sum of per-operator
+runtimes), the episode's return and the rewrite sequence are kept beside it, each step
+of an episode as a step of the trial, the final graph as an artifact (`graph-<trial>`).
+After the search, the best distinct final graphs are timed again against the original
+on one worker (`final_runs`): the job's best is the winner of those rounds.
 
 Importing this module imports no torch: the work happens on the workers.
 """
