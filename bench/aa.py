@@ -168,6 +168,7 @@ def child(thing: str, threads: int, runs: int, busy: list[int]) -> list[dict[str
     once = _once(run)
     rows = []
     for n in busy:
+        load1 = os.getloadavg()[0]
         with busy_loops(n):
             t0 = time.perf_counter()
             ratios = aa_ratios(run, proto, runs, seed=1000 * n)
@@ -178,6 +179,7 @@ def child(thing: str, threads: int, runs: int, busy: list[int]) -> list[dict[str
             "ratios": [r.ratio for r in ratios], "cis": [list(r.ci) for r in ratios],
             "outcomes": [r.outcome for r in ratios],
             "unequal": sum(r.unequal_samples for r in ratios),
+            "load1": [load1, os.getloadavg()[0]],
         })  # fmt: skip
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "cis"}), file=sys.stderr)
     return rows
@@ -223,7 +225,8 @@ def report(rows: list[dict[str, Any]], header: list[str]) -> list[str]:
             f"range {x.min():.4f}-{x.max():.4f}; within {TIE_TOLERANCE:.0%}: "
             f"{int(np.sum(np.abs(x - 1) <= TIE_TOLERANCE))}/{m}; "
             + ", ".join(f"{k} {v}" for k, v in counts.items())
-            + f"; unequal samples in {r.get('unequal', 0)}/{m}; {r['wall_s']:.0f} s"
+            + f"; unequal samples in {r.get('unequal', 0)}/{m}; {r['wall_s']:.0f} s, "
+            f"1-min load {r['load1'][0]:.2f} before, {r['load1'][1]:.2f} after"
         )
     return lines
 
@@ -287,6 +290,8 @@ def main() -> None:
         f"matmul {GEMM}^3 float32",
         f"# load average (1, 5, 15 min) before: {before}; after: {load()} "
         f"({time.time() - t0:.0f} s)",
+        "# 'quiet': no busy loop of ours. Other users of the machine were not stopped; the "
+        "load averages say how busy it was (a busy loop adds 1)",
     ]
     emit(report(rows, header), args.out)
 
