@@ -136,10 +136,14 @@ def main() -> None:
         say(f"## {path.name}{mark}: {kind.describe(sweep.spec.workload)}, {n} candidates, "
             f"best {best * 1e3:.3f} ms")  # fmt: skip
         say(f"machine: {sweep.machine_note()}")
-        gated = [t["extra"].get("gated", 0) for t in sweep.trials.values()]
-        if any("gated" in t["extra"] for t in sweep.trials.values()):
-            say(f"noise gate: {sum(1 for g in gated if g)} of {len(gated)} candidates "
-                f"re-measured ({sum(gated)} re-measurements)")  # fmt: skip
+        gates = [t["extra"]["gate"] for t in sweep.trials.values() if "gate" in t["extra"]]
+        if (limit := getattr(sweep.spec.measure, "gate_spread", None)) is not None:
+            still = sum(1 for g in gates if min(g["spreads"]) > g["limit"])
+            say(
+                f"noise gate (repeats spread > {limit}x re-measured): {len(gates)} of "
+                f"{len(sweep.trials)} candidates gated, "
+                f"{sum(g['remeasured'] for g in gates)} re-measurements, {still} still over"
+            )
         say(f"analytical model vs measured over the sweep: Spearman {rho:.2f} (n={n_rho})")
         close = sum(1 for k in sweep.trials if (sweep.latency(k) or np.inf) <= strict)
         near = sum(1 for k in sweep.trials if (sweep.latency(k) or np.inf) <= best / 0.95)

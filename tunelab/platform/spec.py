@@ -172,6 +172,14 @@ class MeasureSpec(_Strict, _NoBoolNumbers):
         description="the node is busy when runnable tasks not of this job's measuring "
         "workers reach this many per core (0.5: one busy loop on a 2-core node)",
     )
+    gate_spread: float | None = Field(
+        None,
+        gt=1.0,
+        description="noise gate: a candidate whose timed repeats spread more than this "
+        "(slowest / fastest) is measured again, up to `gate_retries` times; the measurement "
+        "with the smallest spread is kept, with every spread seen (extra.gate). Off: none",
+    )
+    gate_retries: int = Field(3, ge=1, le=20, description="noise gate: re-measurements at most")
 
 
 class JobSpec(_Strict):

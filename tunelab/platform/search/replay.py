@@ -202,7 +202,7 @@ def _environment(engine: Engine, ids: list[int | None]) -> dict[str, Any] | None
 def save_sweep(engine: Engine, job_id: int, path: str | Path) -> int:
     """Write a recorded job as a sweep file; returns the number of trials written."""
     sweep = load_sweep(job_id, engine)
-    keep = ("baseline", *get_kind(sweep.spec.kind).replay_keys)
+    keep = ("baseline", "gate", *get_kind(sweep.spec.kind).replay_keys)
     trials = [
         {
             "params": t["params"],
