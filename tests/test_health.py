@@ -6,11 +6,12 @@ core, always killed afterwards."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import pytest
@@ -31,20 +32,22 @@ CALM = {**BUSY, "others": 0.0, "load1": 0.1, "waited_s": 0.0, "busy": False}
 
 @contextmanager
 def busy_loops(n: int = CORES, title: str | None = None) -> Iterator[list[int]]:
-    """`n` processes spinning (`while True: pass`), killed on the way out; `title`: their
-    command line's first word (as Ray titles its workers)."""
-    loop = [sys.executable, "-c", "while True: pass"]
-    if title:  # bash's exec -a names the process
-        loop = ["bash", "-c", f'exec -a "{title}" "$0" -c "while True: pass"', sys.executable]
-    procs = [subprocess.Popen(loop) for _ in range(n)]
+    """`n` processes spinning (`while True: pass`), not our children (a process the
+    sampling one started is its own load), killed on the way out; `title`: their command
+    line's first word (as Ray titles its workers)."""
+    loop = f'exec -a "{title or sys.executable}" {sys.executable} -c "while True: pass"'
+    script = f"for i in $(seq {n}); do ( {loop} ) </dev/null >/dev/null 2>&1 & echo $!; done"
+    started = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    pids = [int(p) for p in started.stdout.split()]
     try:
         time.sleep(0.3)  # running before anyone samples
-        yield [p.pid for p in procs]
+        yield pids
     finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        while any(os.path.exists(f"/proc/{pid}") for pid in pids):
+            time.sleep(0.01)  # reaped by init
 
 
 # -- sampling and the guard ---------------------------------------------------------------
@@ -58,9 +61,16 @@ def test_sampling_sees_busy_loops_and_not_its_own_threads() -> None:
     assert loaded.busy and loaded.cores == CORES and not set(pids) & own
     record = loaded.as_json()
     assert set(record) >= {"others", "cores", "load1", "steal", "mhz", "waited_s", "busy"}
-    # The platform's measuring workers (Ray titles them) are the job's own load.
+    # The platform's measuring workers (Ray titles them) are the job's own load, and so
+    # is whatever this process started (a library measured in a child process).
     with busy_loops(1, title="ray::MeasureWorker.measure_many") as pids:
         assert set(pids) <= health._own_pids()
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert child.pid in health._own_pids()
+    finally:
+        child.kill()
+        child.wait()
     assert not health.sample(QUIET).busy
 
 

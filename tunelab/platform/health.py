@@ -99,10 +99,12 @@ OWN_TITLES = (b"ray::MeasureWorker",)
 
 
 def _own_pids() -> set[int]:
-    """This process (its threads are its own load: a thread pool that spins is ours) and
-    the platform's measuring workers on this node (`OWN_TITLES`). Builds, Ray's daemons
+    """This process (its threads are its own load: a thread pool that spins is ours), the
+    platform's measuring workers on this node (`OWN_TITLES`) and every process they
+    started (a library measured in a child process of its own). Builds, Ray's daemons
     and everything else are others (idle daemons are not runnable, so they cost nothing)."""
     own = {os.getpid()}
+    parent: dict[int, int] = {}
     try:
         pids = [p.name for p in PROC.iterdir() if p.name.isdigit()]
     except OSError:
@@ -110,10 +112,23 @@ def _own_pids() -> set[int]:
     for pid in pids:
         try:
             title = (PROC / pid / "cmdline").read_bytes()[:64]
+            stat = (PROC / pid / "stat").read_bytes()
         except OSError:
             continue
         if title.startswith(OWN_TITLES):
             own.add(int(pid))
+        fields = stat[stat.rfind(b")") + 2 :].split()  # state, ppid, ...
+        if len(fields) > 1:
+            parent[int(pid)] = int(fields[1])
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = list(own)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in own:
+                own.add(child)
+                todo.append(child)
     return own
 
 
