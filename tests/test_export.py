@@ -91,7 +91,8 @@ def test_best_of_a_real_cpu_job_is_shown_exported_and_runs(
     assert job.status == JobStatus.completed and job.verdict  # final rounds ran
     best = next(t for t in api.trials(job_id, db=sqlite_url) if t.id == job.best_trial_id)
     assert best.baseline is None and "baseline" not in best.params
-    assert [t.baseline for t in api.baseline_trials(job_id, db=sqlite_url)] == ["numpy"]
+    baselines = [t.baseline for t in api.baseline_trials(job_id, db=sqlite_url)]
+    assert baselines == ["numpy", "numpy@1t"]
 
     shown = said(tunelab("best", str(job_id), "--db", sqlite_url, check=0))
     assert f"best: trial {best.id} latency_s" in shown and "minimize" in shown

@@ -33,13 +33,18 @@ def test_small_search_end_to_end(db_url: str, ray_cluster: str) -> None:
     job = jobs.get_job(engine, job_id)
     kind = get_kind("pipeline-search")
     space = kind.space(spec)
-    assert len(space) == 6 and kind.baselines(spec) == [{"baseline": "numpy"}]
-    assert (job.status, job.n_planned, job.n_done, job.n_ok) == ("completed", 7, 7, 7)
-    assert [p.done for p in seen] == [1, 2, 3, 4, 5, 6, 7]
+    # NumPy at the candidates' threads and at one, each in a process of its own.
+    assert len(space) == 6 and kind.baselines(spec) == [
+        {"baseline": "numpy"}, {"baseline": "numpy@1t", "threads": 1}
+    ]  # fmt: skip
+    assert (job.status, job.n_planned, job.n_done, job.n_ok) == ("completed", 8, 8, 8)
+    assert [p.done for p in seen] == [1, 2, 3, 4, 5, 6, 7, 8]
     trials = jobs.trials(engine, job_id)
     base = [t for t in trials if "baseline" in t.params]
     trials = [t for t in trials if "baseline" not in t.params]
-    assert len(base) == 1 and base[0].status == "ok" and base[0].baseline == "numpy"
+    assert [(b.baseline, b.status, b.extra["threads"]) for b in base] == [
+        ("numpy", "ok", 2), ("numpy@1t", "ok", 1)
+    ]  # fmt: skip
     assert {t.candidate for t in trials} == {candidate_key(p) for p in space}
     for t in trials:
         assert t.status == "ok", t.error
@@ -64,7 +69,7 @@ def test_small_search_end_to_end(db_url: str, ray_cluster: str) -> None:
     assert {c["trial_id"] for c in verdict["finalists"]} | {job.best_trial_id} == {
         t.id for t in finalists
     }
-    assert [b["key"] for b in verdict["baselines"]] == ["numpy"]
+    assert [b["key"] for b in verdict["baselines"]] == ["numpy", "numpy@1t"]
 
 
 def test_strategies_are_deterministic() -> None:

@@ -134,12 +134,19 @@ class PipelineSearch(JobKind):
         )  # fmt: skip
 
     def baselines(self, spec: JobSpec) -> list[dict[str, Any]]:
-        # cuBLAS through torch.matmul on a GPU; NumPy's BLAS on the CPU. conv2d has no
-        # GEMM library baseline here (its im2col would be measured, not the library's conv).
+        """cuBLAS through torch.matmul on a GPU. NumPy's BLAS on the CPU, in a process of
+        its own (`library.py`), at the candidates' thread count (`numpy`) and, unless that
+        is one, at one thread (`numpy@1t`). conv2d has no GEMM library baseline here (its
+        im2col would be measured, not the library's conv)."""
         wl = self.workload_model.model_validate(spec.workload)
         if spec.measure.build_only or wl.op != "gemm":
             return []
-        return [{"baseline": "cublas" if spec.target.kind == "cuda" else "numpy"}]
+        if spec.target.kind == "cuda":
+            return [{"baseline": "cublas"}]
+        machine = spec.target.machine
+        threads = spec.measure.threads or (machine.threads if machine else None)
+        one = [] if threads == 1 else [{"baseline": "numpy@1t", "threads": 1}]
+        return [{"baseline": "numpy"}, *one]
 
     # -- build (CPU task) ---------------------------------------------------------------
 
@@ -177,7 +184,7 @@ class PipelineSearch(JobKind):
         from tunelab.workers.pipeline_search.measure import measure_llvm, measure_numpy
 
         if "baseline" in params:
-            return measure_numpy(spec, cache)
+            return measure_numpy(spec, params, cache)
         return measure_llvm(spec, built, cache)
 
 

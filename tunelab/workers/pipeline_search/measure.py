@@ -67,26 +67,26 @@ def measure_llvm(spec: JobSpec, built: Built, cache: dict[str, Any]) -> Measurem
     return Measurement(latencies, {"first_run_s": first_run_s})
 
 
-def measure_numpy(spec: JobSpec, cache: dict[str, Any]) -> Measurement:
-    """The CPU library baseline: NumPy's matmul (its BLAS), same inputs, same repeats."""
-    wl = parse_workload(spec.workload)
-    inputs, ref = reference_data(spec.workload, cache)
-    a, b = (x.astype(wl.acc_dtype) for x in inputs)  # BLAS has no fp16 GEMM on the CPU
-    out = np.matmul(a, b)
-    if spec.measure.check:
-        check_output(out, ref, wl.dtype)
+def baseline_threads(spec: JobSpec, params: dict[str, Any]) -> int:
+    """The threads a library baseline uses: its own (`numpy@1t`), else the candidates'
+    (the spec's, else the worker's, else every core)."""
+    if params.get("threads"):
+        return int(params["threads"])
+    n = spec.measure.threads or os.environ.get("TVM_NUM_THREADS")
+    return int(n) if n else os.cpu_count() or 1
+
+
+def measure_numpy(spec: JobSpec, params: dict[str, Any], cache: dict[str, Any]) -> Measurement:
+    """The CPU library baseline: NumPy's matmul (its BLAS), same inputs, same repeats,
+    timed in a process of its own at `baseline_threads` (`library.py`: not beside this
+    worker's TVM thread pool)."""
+    from tunelab.workers.pipeline_search.library import library_process
+
     m = spec.measure
-    for _ in range(m.warmup):
-        np.matmul(a, b, out=out)
-    latencies = []
-    for _ in range(m.repeats):
-        runs, t0 = 0, time.perf_counter()
-        while True:
-            for _ in range(m.number):
-                np.matmul(a, b, out=out)
-            runs += m.number
-            elapsed = time.perf_counter() - t0
-            if elapsed * 1000 >= m.min_repeat_ms:
-                break
-        latencies.append(elapsed / runs)
-    return Measurement(latencies, {"library": "numpy " + np.__version__})
+    threads = baseline_threads(spec, params)
+    answer = library_process(cache, threads).call({
+        "workload": spec.workload, "check": m.check, "warmup": m.warmup,
+        "repeats": m.repeats, "number": m.number, "min_repeat_ms": m.min_repeat_ms,
+    })  # fmt: skip
+    extra = {"library": answer["library"], "threads": threads, "process": "own"}
+    return Measurement(answer["latencies_s"], extra)
