@@ -46,6 +46,7 @@ def test_baseline_runs_without_tvm_at_the_specs_threads(cache: dict[Any, Any]) -
     child = library_process(cache, 2).call({"op": "describe"})
     assert child["pid"] != os.getpid() and child["tvm_loaded"] is False
     assert child["blas_threads"] == [2]  # BLAS pinned to the spec's count
+    assert child["blas_spin"] == "22"  # its idle threads stop spinning within ~2 ms
 
     one = measure_numpy(spec, {"baseline": "numpy@1t", "threads": 1}, cache)
     assert one.info["threads"] == 1

@@ -8,7 +8,9 @@ process of the worker, a fresh interpreter (no TVM imported there, nothing forke
 the worker) whose thread count is set before NumPy loads (`workers/threads.apply`:
 environment variables and threadpoolctl), the same count as the candidates' unless a
 baseline asks for another (`numpy@1t`). The worker keeps one child per thread count in
-its cache; the child answers pickled requests on its stdin and stdout.
+its cache; the child answers pickled requests on its stdin and stdout. Neither side's
+idle threads spin into the other's timing: OpenBLAS's stop within ~2 ms (`BLAS_SPIN`),
+and the child waits out TVM's (`SETTLE_S`) before it times.
 
     python -m tunelab.workers.pipeline_search.library THREADS   (what the worker starts)
 """
@@ -25,6 +27,14 @@ from typing import Any, BinaryIO
 
 from tunelab.platform.kinds import RunError, WrongResult
 
+# OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each call by default (about
+# 80 ms of a core after one 512^3 matmul, measured): long enough to slow the candidate timed
+# next in the worker. 2^22 cycles (~1.6 ms) still bridges back-to-back calls in a sample.
+BLAS_SPIN = "22"
+# TVM's pool threads in the worker spin (yielding) after its last kernel: at most ~10 ms
+# of a core, measured. The child waits this long before timing, so they have stopped.
+SETTLE_S = 0.02
+
 
 class LibraryProcess:
     """A child process timing NumPy's matmul at `threads` threads."""
@@ -33,7 +43,7 @@ class LibraryProcess:
         from tunelab.workers.threads import thread_env
 
         self.threads = threads
-        env = {**os.environ, **thread_env(threads)}
+        env = {**os.environ, **thread_env(threads), "OPENBLAS_THREAD_TIMEOUT": BLAS_SPIN}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", __name__, str(threads)],
             stdin=subprocess.PIPE,
@@ -89,6 +99,7 @@ def measure(request: dict[str, Any], cache: dict[Any, Any]) -> dict[str, Any]:
     out = np.matmul(a, b)
     if request["check"]:
         check_output(out, ref, wl.dtype)
+    time.sleep(SETTLE_S)
     for _ in range(request["warmup"]):
         np.matmul(a, b, out=out)
     latencies = []
@@ -117,6 +128,7 @@ def describe() -> dict[str, Any]:
         "blas_threads": [p.get("num_threads") for p in blas],
         "tvm_loaded": "tvm" in sys.modules,
         "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "blas_spin": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
     }
 
 
