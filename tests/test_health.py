@@ -82,13 +82,22 @@ def test_the_guard_waits_at_most_its_bound_then_cools_down() -> None:
         took = time.monotonic() - t0
         # waited until its bound, then one more sample; waited_s: until that sample
         assert first.busy and 1.0 <= took < 1.0 + 1.5 and first.waited_s >= 0.5
-        t0 = time.monotonic()
         second = guard.check()  # in its cooldown: samples, does not wait again
-        assert second.busy and second.waited_s < 0.01 and time.monotonic() - t0 < 0.9
+        assert second.busy and second.waited_s < 0.01
         again = health.Guard(0.5, 0.5, cooldown_s=0)
         again.check()
         assert again.check().waited_s >= 0.2  # no cooldown: waits each time
-    assert not health.Guard(5.0, QUIET).check().busy  # quiet: no wait at all
+        busy_after = health.Guard(0.5, 0.5, cooldown_s=0)
+        assert busy_after.after().busy
+        assert busy_after.check().waited_s >= 0.2  # a busy sample never stands for quiet
+    calm = health.Guard(5.0, QUIET)
+    assert not calm.check().busy  # quiet: no wait at all
+    assert not calm.after().busy
+    t0 = time.monotonic()
+    assert not calm.check().busy and time.monotonic() - t0 < 0.05  # the fresh `after`
+    t0 = time.monotonic()
+    calm.check()  # that one stood for one measurement: a window again
+    assert time.monotonic() - t0 >= health.WINDOW_S
     merged = health.merge([first, second.as_json(), None])
     assert merged is not None and merged["busy"] and merged["samples"] == 2
     assert merged["waited_s"] == pytest.approx(first.waited_s, abs=1e-3)

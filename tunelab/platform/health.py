@@ -137,17 +137,18 @@ def sample(
     *,
     window_s: float = WINDOW_S,
     waited_s: float = 0.0,
+    samples: int = SAMPLES,
 ) -> Health:
-    """The node over one window of `window_s` seconds."""
+    """The node over one window of `window_s` seconds (`samples` reads of /proc)."""
     own = _own_pids()
     cores = os.cpu_count() or 1
     before = _cpu_times()
     counts = []
-    for _ in range(SAMPLES):
+    for _ in range(samples):
         n = _runnable_not_ours(own)
         if n is not None:
             counts.append(n)
-        time.sleep(window_s / SAMPLES)
+        time.sleep(window_s / samples)
     after = _cpu_times()
     steal = None
     if before and after and after[1] > before[1]:
@@ -175,19 +176,34 @@ def wait_quiet(max_wait_s: float, busy_per_core: float = DEFAULT_BUSY_PER_CORE) 
 class Guard:
     """A worker's guard: waits for quiet before measurements, but after a wait that ran
     out it only samples (no second wait) for `cooldown_s`, so a node that stays busy
-    costs one bounded wait per cooldown, not one per trial."""
+    costs one bounded wait per cooldown, not one per trial. A quiet sample taken after
+    the previous measurement (`after`) less than `fresh_s` ago stands for the node before
+    the next: back-to-back short measurements cost one quick sample each, not a window."""
 
     def __init__(
         self, max_wait_s: float, busy_per_core: float = DEFAULT_BUSY_PER_CORE,
-        cooldown_s: float = 60.0,
+        cooldown_s: float = 60.0, fresh_s: float = 1.0,
     ) -> None:  # fmt: skip
         self.max_wait_s = max_wait_s
         self.busy_per_core = busy_per_core
         self.cooldown_s = cooldown_s
+        self.fresh_s = fresh_s
         self._gave_up_at: float | None = None
+        self._after: tuple[Health, float] | None = None  # the last `after`, and when
+
+    def after(self) -> Health:
+        """A quick sample of the node just after a measurement."""
+        health = sample(self.busy_per_core, window_s=0.0, samples=2)
+        self._after = (health, time.monotonic())
+        return health
 
     def check(self, *, wait: bool = True) -> Health:
         """Wait (bounded) for quiet and say what the node looked like."""
+        if self._after is not None:
+            last, at = self._after
+            self._after = None  # stands for one measurement only
+            if not last.busy and time.monotonic() - at < self.fresh_s:
+                return last
         cooling = (
             self._gave_up_at is not None and time.monotonic() - self._gave_up_at < self.cooldown_s
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tunelab.platform.health import Guard, merge, sample
+from tunelab.platform.health import Guard, merge
 from tunelab.platform.kinds import Built, CandidateError, Finalist, JobKind
 from tunelab.platform.spec import JobSpec
 from tunelab.schema.models import TrialStatus
@@ -198,7 +198,7 @@ class MeasureWorker:
         if gate is not None and _spread(out) > gate:
             out = self._gated(kind, spec, job, item, out, gate, guard)
         if guard is not None:
-            out.health = merge([before, out.health, sample(guard.busy_per_core, window_s=0.0)])
+            out.health = merge([before, out.health, guard.after()])
         return out
 
     def _gated(
