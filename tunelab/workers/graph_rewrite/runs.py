@@ -106,7 +106,9 @@ def setup(spec: JobSpec, model: str, ctx: EvalContext) -> Setup:
         except (FrontendError, ValueError) as exc:
             raise RunError(f"model {model!r}: {exc}") from None
         store = (ctx.kind_data, ctx.put_kind_data)
-        cost = OpCostModel("cpu", _environment(), store, repeats=m.op_repeats)
+        # Op costs timed on a busy node serve this worker only, never the shared store.
+        watch = m.busy_per_core if m.quiet_wait_s is not None else None
+        cost = OpCostModel("cpu", _environment(), store, repeats=m.op_repeats, busy_per_core=watch)
         s = Setup(
             imported,
             cost,
