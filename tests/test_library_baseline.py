@@ -6,6 +6,7 @@ one."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,3 +91,24 @@ def test_the_process_uses_every_core_whatever_the_worker_was_pinned_to(
         assert proc.call({"op": "describe"})["cores"] == sorted(every)
     finally:
         os.sched_setaffinity(0, every)
+
+
+def test_the_baseline_waits_until_the_worker_stops_spinning(cache: dict[Any, Any]) -> None:
+    """TVM's pool threads spin for ~0.1 s after a kernel: the child times only once the
+    worker's threads are idle (here a thread of ours spins for 0.3 s)."""
+    import threading
+
+    spec = gemm_spec(threads=1)
+    measure_numpy(spec, {"baseline": "numpy"}, cache)  # the process is started
+    end = time.perf_counter() + 0.3
+
+    def spin() -> None:
+        while time.perf_counter() < end:
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    m = measure_numpy(spec, {"baseline": "numpy"}, cache)
+    spinner.join()
+    assert 0.15 <= m.info["waited_s"] <= 1.0
+    assert measure_numpy(spec, {"baseline": "numpy"}, cache).info["waited_s"] < 0.1  # idle now

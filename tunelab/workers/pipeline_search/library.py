@@ -1,16 +1,18 @@
 """The CPU library baseline (NumPy's matmul, its BLAS) timed in a process of its own.
 
 Timed inside the measurement worker, NumPy's BLAS threads shared the cores with TVM's
-thread pool, whose workers keep spinning (yielding) after every kernel, and each
-'vs NumPy' figure came out flattering: the same call took 1.5-10x longer there than in
-a clean process at the same thread count. So the baseline runs in a long-lived child
+thread pool, whose workers keep spinning (yielding) for ~0.1 s after every kernel, and
+each 'vs NumPy' figure came out flattering: right after the kernel, NumPy's 512^3 matmul
+at 2 threads took 22.4 ms there against 1.09 ms alone (bench/results/library_baseline.txt;
+1 thread: no difference). Setting TVM's spin count to 0 would cure NumPy (1.09x) but slow
+the kernels ~30% (0.78 ms against 0.60 ms). So the baseline runs in a long-lived child
 process of the worker, a fresh interpreter (no TVM imported there, nothing forked from
 the worker) whose thread count is set before NumPy loads (`workers/threads.apply`:
 environment variables and threadpoolctl), the same count as the candidates' unless a
 baseline asks for another (`numpy@1t`). The worker keeps one child per thread count in
 its cache; the child answers pickled requests on its stdin and stdout. Neither side's
 idle threads spin into the other's timing: OpenBLAS's stop within ~2 ms (`BLAS_SPIN`),
-and the child waits out TVM's (`SETTLE_S`) before it times.
+and the child waits out TVM's (`wait_idle`: the worker's threads idle) before it times.
 
     python -m tunelab.workers.pipeline_search.library THREADS   (what the worker starts)
 """
@@ -31,9 +33,11 @@ from tunelab.platform.kinds import RunError, WrongResult
 # 80 ms of a core after one 512^3 matmul, measured): long enough to slow the candidate timed
 # next in the worker. 2^22 cycles (~1.6 ms) still bridges back-to-back calls in a sample.
 BLAS_SPIN = "22"
-# TVM's pool threads in the worker spin (yielding) after its last kernel: at most ~10 ms
-# of a core, measured. The child waits this long before timing, so they have stopped.
-SETTLE_S = 0.02
+# TVM's pool threads in the worker spin (yielding) after its last kernel: ~110 ms of a
+# core after 20 ms of 512^3 kernels at 2 threads, measured. Before it times, the child waits
+# until the worker's threads have used under a tenth of a core for IDLE_S (at most WAIT_S).
+IDLE_S = 0.005
+WAIT_S = 1.0
 
 
 class LibraryProcess:
@@ -99,7 +103,7 @@ def measure(request: dict[str, Any], cache: dict[Any, Any]) -> dict[str, Any]:
     out = np.matmul(a, b)
     if request["check"]:
         check_output(out, ref, wl.dtype)
-    time.sleep(SETTLE_S)
+    waited = wait_idle(os.getppid())
     for _ in range(request["warmup"]):
         np.matmul(a, b, out=out)
     latencies = []
@@ -113,7 +117,35 @@ def measure(request: dict[str, Any], cache: dict[Any, Any]) -> dict[str, Any]:
             if elapsed * 1000 >= request["min_repeat_ms"]:
                 break
         latencies.append(elapsed / runs)
-    return {"latencies_s": latencies, **describe()}
+    return {"latencies_s": latencies, "waited_s": waited, **describe()}
+
+
+def _cpu_ns(pid: int) -> int | None:
+    """CPU time used so far by every thread of process `pid` (None where unreadable)."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_idle(pid: int) -> float:
+    """Wait until process `pid` (the worker) uses under a tenth of a core for IDLE_S, at
+    most WAIT_S (a fixed IDLE_S where its threads cannot be read); seconds waited."""
+    t0 = time.monotonic()
+    before = _cpu_ns(pid)
+    while True:
+        time.sleep(IDLE_S)
+        now = _cpu_ns(pid)
+        if before is None or now is None or now - before < 0.1 * IDLE_S * 1e9:
+            break
+        if time.monotonic() - t0 > WAIT_S:
+            break
+        before = now
+    return time.monotonic() - t0
 
 
 def describe() -> dict[str, Any]:

@@ -88,5 +88,6 @@ def measure_numpy(spec: JobSpec, params: dict[str, Any], cache: dict[str, Any]) 
         "workload": spec.workload, "check": m.check, "warmup": m.warmup,
         "repeats": m.repeats, "number": m.number, "min_repeat_ms": m.min_repeat_ms,
     })  # fmt: skip
-    extra = {"library": answer["library"], "threads": threads, "process": "own"}
+    extra = {"library": answer["library"], "threads": threads, "process": "own",
+             "waited_s": round(answer["waited_s"], 4)}  # fmt: skip
     return Measurement(answer["latencies_s"], extra)
