@@ -5,6 +5,13 @@ Nothing here touches the database until an evaluation uses it (timing kinds neve
 A long-running evaluation gets a heartbeat thread that, every `HEARTBEAT_S`, writes its
 buffered steps, marks its `running` trial alive and reads the job's status, so a cancel
 (or a driver that gave the evaluation up) reaches `should_stop()` within seconds.
+
+Workers ride out their database as the driver does (`platform/outage.py`): while it is
+unreachable, steps stay buffered and heartbeats are skipped, and every other access
+(checkpoints, artifacts, kind data, the last flush of steps) is retried with backoff
+within the same outage limit (`TUNELAB_DB_OUTAGE_S`). An evaluation never fails because
+the database blinked; past the limit it fails with `DatabaseOutage` and is retried as
+any failed evaluation is.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from sqlalchemy import Engine, select, update
 
 from tunelab.platform import artifacts, kind_data
 from tunelab.platform.kinds import EvalContext
+from tunelab.platform.outage import Outage
 from tunelab.platform.steps import StepWriter
 from tunelab.schema.models import Job, JobStatus, Trial, TrialStatus
 
@@ -57,6 +65,7 @@ class WorkerContext(EvalContext):
             time.monotonic() + job.run_timeout_s if job.run_timeout_s is not None else None
         )
         self._engine: Engine | None = None
+        self._outage: Outage | None = None
         self._steps: StepWriter | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -77,6 +86,16 @@ class WorkerContext(EvalContext):
 
             self._engine = get_engine(self.job.db_url, migrate=False)
         return self._engine
+
+    @property
+    def outage(self) -> Outage:
+        """This evaluation's view of its database's outages (the evaluation thread's)."""
+        if self._outage is None:
+            self._outage = Outage.for_job(self.engine, self.job_id)
+        return self._outage
+
+    def _retry(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.outage.retry(fn, *args, **kwargs)
 
     def _writer(self) -> StepWriter:
         if self._steps is None:
@@ -109,11 +128,12 @@ class WorkerContext(EvalContext):
                 self._steps.flush()
 
     def close(self) -> None:
-        """End the heartbeat and write every buffered step (raises if that fails)."""
+        """End the heartbeat and write every buffered step (waiting out an outage within
+        the limit; DatabaseOutage past it)."""
         self._done.set()
         if self._thread is not None:
             self._thread.join()
-        self._flush_steps()
+        self._retry(self._flush_steps)
 
     # -- EvalContext ----------------------------------------------------------------
 
@@ -123,7 +143,7 @@ class WorkerContext(EvalContext):
             writer.add(step, metrics, trial_key=self.trial_key)
             full = self._thread is None and writer.pending() >= 10_000
         if full:  # no heartbeat thread writes them: write a full buffer here
-            self._flush_steps()
+            self.outage.attempt(self._flush_steps)  # away: they stay buffered
 
     def should_stop(self) -> bool:
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -131,30 +151,33 @@ class WorkerContext(EvalContext):
         return self._stop.is_set()
 
     def save_checkpoint(self, step: int, data: bytes) -> None:
-        self._flush_steps()  # the steps a checkpoint covers are recorded before it
-        artifacts.save_checkpoint(
-            self.engine, self.job_id, step, data, trial_key=self.trial_key,
-            keep_last=self.job.keep_checkpoints,
+        self._retry(self._flush_steps)  # the steps a checkpoint covers are recorded first
+        self._retry(
+            artifacts.save_checkpoint, self.engine, self.job_id, step, data,
+            trial_key=self.trial_key, keep_last=self.job.keep_checkpoints,
         )  # fmt: skip
 
     def load_checkpoint(self) -> tuple[int, bytes] | None:
-        info = artifacts.latest_checkpoint(self.engine, self.job_id, trial_key=self.trial_key)
+        info = self._retry(
+            artifacts.latest_checkpoint, self.engine, self.job_id, trial_key=self.trial_key
+        )
         if info is None or info.step is None:
             return None
-        return info.step, artifacts.read_blob(self.engine, info.hash)
+        return info.step, self._retry(artifacts.read_blob, self.engine, info.hash)
 
     def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
-        info = artifacts.save_artifact(
-            self.engine, self.job_id, name, data, trial_key=self.trial_key, meta=meta
-        )
+        info = self._retry(
+            artifacts.save_artifact, self.engine, self.job_id, name, data,
+            trial_key=self.trial_key, meta=meta,
+        )  # fmt: skip
         return info.hash
 
     def load_artifact(self, ref: str) -> bytes:
-        info = artifacts.get_artifact(self.engine, ref)
-        return artifacts.read_blob(self.engine, info.hash)
+        info = self._retry(artifacts.get_artifact, self.engine, ref)
+        return self._retry(artifacts.read_blob, self.engine, info.hash)
 
     def kind_data(self, key: dict[str, Any]) -> dict[str, Any] | None:
-        return kind_data.get(self.engine, self.job.kind, key)
+        return self._retry(kind_data.get, self.engine, self.job.kind, key)
 
     def put_kind_data(self, key: dict[str, Any], value: dict[str, Any]) -> None:
-        kind_data.put(self.engine, self.job.kind, key, value)
+        self._retry(kind_data.put, self.engine, self.job.kind, key, value)

@@ -64,13 +64,17 @@ class Progress:
 
 
 class DriverContext:
-    """What the driver offers a strategy: job-level steps, checkpoints and artifacts."""
+    """What the driver offers a strategy: job-level steps, checkpoints and artifacts, each
+    access riding out a database outage as the driver's own writes do (`outage`)."""
 
-    def __init__(self, engine: Engine, job_id: int, keep_checkpoints: int) -> None:
+    def __init__(
+        self, engine: Engine, job_id: int, keep_checkpoints: int, outage: Outage | None = None
+    ) -> None:
         self.engine = engine
         self.job_id = job_id
         self.keep = keep_checkpoints
         self.steps = StepWriter(engine, job_id)
+        self.outage = outage or Outage.for_job(engine, job_id)
 
     def report(self, step: int, metrics: dict[str, Any], series: str = "") -> None:
         # Buffered until the next checkpoint (or the end): a resumed strategy reports
@@ -78,20 +82,25 @@ class DriverContext:
         self.steps.add(step, metrics, series)
 
     def save_checkpoint(self, step: int, data: bytes) -> None:
-        self.steps.flush()  # the steps a checkpoint covers are recorded before it
-        artifacts.save_checkpoint(self.engine, self.job_id, step, data, keep_last=self.keep)
+        retry = self.outage.retry
+        retry(self.steps.flush)  # the steps a checkpoint covers are recorded before it
+        retry(artifacts.save_checkpoint, self.engine, self.job_id, step, data, keep_last=self.keep)
 
     def load_checkpoint(self) -> tuple[int, bytes] | None:
-        info = artifacts.latest_checkpoint(self.engine, self.job_id)
+        info = self.outage.retry(artifacts.latest_checkpoint, self.engine, self.job_id)
         if info is None or info.step is None:
             return None
-        return info.step, artifacts.read_blob(self.engine, info.hash)
+        return info.step, self.outage.retry(artifacts.read_blob, self.engine, info.hash)
 
     def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
-        return artifacts.save_artifact(self.engine, self.job_id, name, data, meta=meta).hash
+        info = self.outage.retry(
+            artifacts.save_artifact, self.engine, self.job_id, name, data, meta=meta
+        )
+        return info.hash
 
     def load_artifact(self, ref: str) -> bytes:
-        return artifacts.read_blob(self.engine, artifacts.get_artifact(self.engine, ref).hash)
+        info = self.outage.retry(artifacts.get_artifact, self.engine, ref)
+        return self.outage.retry(artifacts.read_blob, self.engine, info.hash)
 
 
 class JobRunner:
@@ -143,7 +152,9 @@ class JobRunner:
         return priors
 
     def _run(self, spec: JobSpec, kind: JobKind, retry_failed: bool = False) -> JobStatus:
-        context = DriverContext(self.engine, self.job_id, spec.measure.keep_checkpoints)
+        context = DriverContext(
+            self.engine, self.job_id, spec.measure.keep_checkpoints, self.outage
+        )
         space = as_space(kind.space(spec))
         pool: EvalPool | None = None
         try:
