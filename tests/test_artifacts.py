@@ -129,22 +129,27 @@ def test_a_corrupt_blob_leaves_no_file(engine, files: Path) -> None:  # type: ig
     assert sorted(p.name for p in files.iterdir()) == ["out"]
 
 
-def test_saving_a_name_again_replaces_it(engine) -> None:  # type: ignore[no-untyped-def]
+def test_artifacts_are_written_once(engine) -> None:  # type: ignore[no-untyped-def]
     job = make_job(engine)
-    first = art.save_artifact(engine, job, "graph.json", b"v1", pinned=True)
-    second = art.save_artifact(engine, job, "graph.json", b"v2", meta={"v": 2})
-    assert second.id == first.id and second.hash != first.hash
-    assert second.pinned  # pins survive a new save
-    assert second.meta == {"v": 2}
-    assert art.read_blob(engine, second.hash) == b"v2"
-    assert _count(engine, Artifact) == 1
-    with pytest.raises(art.BlobNotFound):  # nothing named v1 any more: collected
-        art.read_blob(engine, first.hash)
-    # Content another artifact names is kept.
-    other = make_job(engine)
-    art.save_artifact(engine, other, "x", b"v2")
-    art.save_artifact(engine, job, "graph.json", b"v3")
-    assert art.read_blob(engine, second.hash) == b"v2"
+    first = art.save_artifact(engine, job, "graph.json", b"v1", meta={"v": 1})
+    # The same content again (a retried save): the artifact as it is, a pin added.
+    again = art.save_artifact(engine, job, "graph.json", b"v1", meta={"v": 9}, pinned=True)
+    assert again.id == first.id and again.meta == {"v": 1} and again.pinned
+    # Other content under that name: refused, nothing written.
+    with pytest.raises(art.ArtifactExists, match="written once"):
+        art.save_artifact(engine, job, "graph.json", b"v2")
+    assert art.read_blob(engine, art.get_artifact(engine, f"{job}:graph.json").hash) == b"v1"
+    assert _count(engine, Artifact) == 1 and _count(engine, Blob) == 1
+    # A re-created artifact is a new version; its first name keeps meaning v1.
+    saved = art.save_new_version(lambda n: art.save_artifact(engine, job, n, b"v2"), "graph.json")
+    assert saved[0] == "graph.json.2" and saved[1].hash != first.hash
+    name, info = art.save_new_version(
+        lambda n: art.save_artifact(engine, job, n, b"v2"), "graph.json"
+    )
+    assert (name, info.id) == ("graph.json.2", saved[1].id)  # the same content: that version
+    name, _ = art.save_new_version(lambda n: art.save_artifact(engine, job, n, b"v3"), "graph.json")
+    assert name == "graph.json.3"
+    assert art.read_blob(engine, art.get_artifact(engine, f"{job}:graph.json").hash) == b"v1"
 
 
 def test_names_and_arguments_are_checked(engine) -> None:  # type: ignore[no-untyped-def]

@@ -391,10 +391,14 @@ def _trial_rows(
 
 def check_output_path(path: str | Path) -> Path:
     """`path` as a file to write: not a directory, in a directory that exists (raises
-    IsADirectoryError, FileNotFoundError or NotADirectoryError with a message saying so)."""
+    IsADirectoryError, FileNotFoundError or NotADirectoryError with a message saying so),
+    and if it exists, a regular file (NotRegularFile for a device, a FIFO...)."""
+    from tunelab.platform.outpaths import check_replaceable
+
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory: give a file name")
+    check_replaceable(path)  # a device, FIFO...: NotRegularFile
     parent = path.parent
     if not parent.exists():
         raise FileNotFoundError(f"{path}: directory {parent} does not exist")
@@ -414,6 +418,9 @@ def _replacing(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
+        from tunelab.platform.outpaths import check_replaceable
+
+        check_replaceable(path)  # only a regular file is replaced
         if path.exists():
             shutil.copymode(path, tmp)  # a replaced file keeps its permissions
         os.replace(tmp, path)

@@ -5,7 +5,9 @@ A blob is its SHA-256 and its bytes in `CHUNK`-sized rows of `blob_chunks`; byte
 streamed in and out a chunk at a time, never loaded whole, and the same content is stored
 once however many artifacts name it. An artifact is a (job, name) pointing at a blob;
 checkpoints carry a step and are pruned to the newest few unless pinned, and blobs no
-artifact names any more are deleted with them.
+artifact names any more are deleted with them. Artifacts are immutable: a name is written
+once (whatever names it keeps meaning the same bytes); a re-created artifact with other
+content is a new version, NAME.2, NAME.3... (`save_new_version`).
 
 Artifacts are addressable across jobs by id, by "JOB:NAME", or by a prefix (>= 8 hex
 digits) of their content's hash.
@@ -21,15 +23,14 @@ import re
 import secrets
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, delete, exists, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tunelab.platform.jobs import insert_ignore
@@ -44,6 +45,7 @@ MAX_STEP = 2**63 - 1
 GC_RETRIES = 3
 
 Source = bytes | bytearray | memoryview | BinaryIO | Path
+T = TypeVar("T")
 
 
 class ArtifactNotFound(LookupError):
@@ -52,6 +54,10 @@ class ArtifactNotFound(LookupError):
 
 class BlobNotFound(ArtifactNotFound):
     """No blob has this hash."""
+
+
+class ArtifactExists(ValueError):
+    """An artifact of that name exists with other content (artifacts are written once)."""
 
 
 class BlobCorrupt(RuntimeError):
@@ -290,18 +296,6 @@ def collect_garbage(
 # --- artifacts -------------------------------------------------------------------------
 
 
-def _upsert(engine: Engine, values: dict[str, Any]) -> Any:
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(Artifact.__table__).values(**values)
-    table = Artifact.__table__
-    replaced = {k: stmt.excluded[k] for k in values if k not in ("job_id", "name", "pinned")}
-    # A pinned artifact stays pinned when saved again: only `pin` unpins it.
-    replaced["pinned"] = or_(table.c.pinned, stmt.excluded.pinned)
-    return stmt.on_conflict_do_update(index_elements=["job_id", "name"], set_=replaced).returning(
-        *(table.c[c.key] for c in _COLUMNS)
-    )
-
-
 def save_artifact(
     engine: Engine,
     job_id: int,
@@ -314,9 +308,11 @@ def save_artifact(
     meta: Mapping[str, Any] | None = None,
     pinned: bool = False,
 ) -> ArtifactInfo:
-    """Store the source as the job's artifact `name`, in one transaction. An existing
-    artifact of that name is replaced (its row now points at the new content, and its old
-    content is deleted if nothing else names it); a pinned one stays pinned."""
+    """Store the source as the job's artifact `name`, in one transaction. Artifacts are
+    immutable: a name is written once. Saving it again with the same content returns the
+    artifact as it is (a retried save; a pin is added, nothing else changes); with other
+    content it raises ArtifactExists and writes nothing (`save_new_version` picks the
+    next free name instead)."""
     values = {
         "job_id": int(job_id),
         "name": check_name(name),
@@ -326,6 +322,8 @@ def save_artifact(
         "pinned": bool(pinned),
         "meta": _check_meta(meta),
     }
+    table = Artifact.__table__
+    existing = select(*_COLUMNS).where(Artifact.job_id == values["job_id"], Artifact.name == name)
     with _content(source) as content:
         values |= {"blob_hash": content.hash, "size": content.size}
         for attempt in (1, 2):
@@ -333,22 +331,54 @@ def save_artifact(
             wrote = False
             try:
                 with engine.begin() as conn:
+                    row = conn.execute(existing).first()
+                    if row is not None:
+                        info = _info(row)
+                        if info.hash != content.hash:
+                            raise ArtifactExists(
+                                f"artifact {info.ref} exists with other content (sha256 "
+                                f"{info.hash[:12]}, not {content.hash[:12]}): artifacts are "
+                                "written once"
+                            )
+                        if pinned and not info.pinned:
+                            conn.execute(
+                                update(Artifact).where(Artifact.id == info.id).values(pinned=True)
+                            )
+                            info = _info(conn.execute(existing).one())
+                        return info
                     wrote = _store(conn, engine, content)
-                    old = conn.execute(
-                        select(Artifact.blob_hash)
-                        .where(Artifact.job_id == values["job_id"], Artifact.name == name)
-                        .with_for_update()
-                    ).scalar()
-                    info = _info(conn.execute(_upsert(engine, values)).one())
-                    if old is not None and old != content.hash:
-                        _collect(conn, [old])
-                return info
+                    stmt = (
+                        insert(table)
+                        .values(**values)
+                        .returning(*(table.c[c.key] for c in _COLUMNS))
+                    )
+                    return _info(conn.execute(stmt).one())
             except IntegrityError:
                 # Content found stored may have been collected by a concurrent prune
-                # before this artifact named it: store it again, once.
+                # before this artifact named it, or a concurrent save took the name:
+                # look again, once.
                 if wrote or attempt == 2:
                     raise
     raise AssertionError("unreachable")
+
+
+def version_name(name: str, version: int) -> str:
+    """The name of version `version` (from 1) of an artifact: NAME, then NAME.2, NAME.3..."""
+    return name if version <= 1 else f"{name}.{version}"
+
+
+def save_new_version(save: Callable[[str], T], name: str, limit: int = 1000) -> tuple[str, T]:
+    """`save(NAME)`, or where NAME exists with other content, `save` of the first of NAME.2,
+    NAME.3... that is free or holds the same content: (the name used, what `save` gave).
+    `save` is any call that stores under a name and raises ArtifactExists on a conflict
+    (a context's `save_artifact`, or `save_artifact` itself)."""
+    for version in range(1, limit + 1):
+        candidate = version_name(name, version)
+        try:
+            return candidate, save(candidate)
+        except ArtifactExists:
+            continue
+    raise ArtifactExists(f"{limit} versions of artifact {name!r} exist")
 
 
 def list_artifacts(
@@ -414,12 +444,16 @@ def write_artifact(
 ) -> ArtifactInfo:
     """Write the artifact's content to `path`: streamed to a temporary file beside it,
     its SHA-256 and size checked, then moved into place. An existing file is left alone
-    (FileExistsError) unless `overwrite`, which replaces it atomically; on any error no
-    partial file remains."""
+    (FileExistsError) unless `overwrite`, which replaces it atomically if it is a regular
+    file (NotRegularFile for a device, directory, FIFO..., or a symlink to one); on any
+    error no partial file remains."""
+    from tunelab.platform.outpaths import check_replaceable
+
     info = get_artifact(engine, ref)
     path = Path(path)
     if not overwrite and (path.exists() or path.is_symlink()):
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+    check_replaceable(path)  # only a regular file is ever replaced (NotRegularFile)
     chunks = open_blob(engine, info.hash)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
@@ -440,6 +474,7 @@ def write_artifact(
                 f"expected {info.size} bytes hashing to {info.hash}"
             )
         if overwrite:
+            check_replaceable(path)  # again: it may have changed meanwhile
             os.replace(tmp, path)
         else:
             _link_no_clobber(tmp, path)

@@ -19,6 +19,7 @@ from typing import Any
 from tunelab.platform import api
 from tunelab.platform.kinds import ExportUnsupported, get_kind
 from tunelab.platform.objectives import Objective
+from tunelab.platform.outpaths import check_replaceable
 from tunelab.platform.records import JobRecord, TrialRecord
 
 PARAMS_FILE = "params.json"
@@ -209,6 +210,8 @@ def export_best(
             clash = [n for n in names if (out_dir / n).exists() or (out_dir / n).is_symlink()]
             if clash and not force:
                 raise ExportConflict(out_dir, clash)
+            for name in clash:  # only regular files are replaced: nothing written otherwise
+                check_replaceable(out_dir / name)
             for name in names:
                 (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staging / name, out_dir / name)

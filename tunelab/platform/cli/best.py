@@ -124,6 +124,7 @@ def best(
         _print(guard(lambda: best_mod.best_trial(job, db=db)), db)
         return
     from tunelab.platform.kinds import CandidateError, ExportUnsupported
+    from tunelab.platform.outpaths import NotRegularFile
 
     try:
         b, files = guard(lambda: best_mod.export_best(job, out_dir, force=force, db=db))
@@ -131,7 +132,7 @@ def best(
         fail(Exit.NOT_FOUND, str(exc))
     except best_mod.ExportConflict as exc:
         fail(Exit.BAD_INPUT, str(exc))
-    except NotADirectoryError as exc:
+    except (NotADirectoryError, NotRegularFile) as exc:
         fail(Exit.BAD_INPUT, str(exc))
     except CandidateError as exc:
         fail(Exit.JOB_FAILED, f"the best trial of job {job} did not build again: {exc}")

@@ -79,6 +79,7 @@ ERRORS: tuple[tuple[str, str, Exit, str], ...] = (
     ("tunelab.schema.db", "DatabaseError", Exit.DB_UNREACHABLE, ""),
     ("tunelab.platform.jobs", "JobNotFound", Exit.NOT_FOUND, ""),
     ("tunelab.platform.jobs", "JobStateError", Exit.NOT_FOUND, ""),
+    ("tunelab.platform.outpaths", "NotRegularFile", Exit.BAD_INPUT, ""),
     ("builtins", "LookupError", Exit.NOT_FOUND, ""),  # e.g. no such artifact
     ("tunelab.platform.execution", "JobError", Exit.JOB_FAILED, "the job failed: "),
     ("tunelab.platform.search.replay", "ReplayError", Exit.BAD_INPUT, ""),
