@@ -1,14 +1,28 @@
-"""A tunelab cluster on one machine without Docker: PostgreSQL, a Ray head, N Ray workers.
+"""A tunelab cluster on one machine without Docker: PostgreSQL, a Ray head, N Ray workers;
+and the warm local Ray that drivers use when no cluster is named.
 
 Everything listens on loopback. Each Ray node is a `ray start --block` process in its own
 session; `down` stops exactly the process trees that `up` recorded (matched by pid and
-start time, so a reused pid is never touched) and nothing else on the machine.
+start time, so a reused pid is never touched) and the processes of its own Ray temp dir,
+and nothing else on the machine.
+
+The warm local Ray (`join_or_start`): a driver given no cluster joins the one Ray of its
+data directory, starting it when none runs: a head with this machine's CPUs, every port
+its own (chosen free, so it never clashes with another Ray on the host), a token of its
+own, and start-up waits sized for a loaded machine, tried again on failure. Starts are
+serialised by a file lock, so drivers started together share one cluster. It stays up
+like a build daemon: a small reaper process stops it once no driver has used it for
+TUNELAB_RAY_IDLE_S seconds (default 600; 0 stops it when its last driver ends). Drivers
+register their pid in the state directory; `tunelab cluster status` shows it and
+`tunelab cluster stop` stops it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -17,6 +31,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from hashlib import sha1
 from pathlib import Path
@@ -27,6 +43,18 @@ import psutil
 from tunelab.config import data_dir
 
 HOST = "127.0.0.1"
+
+log = logging.getLogger(__name__)
+
+ENV_IDLE_S = "TUNELAB_RAY_IDLE_S"
+ENV_START_TIMEOUT_S = "TUNELAB_RAY_START_TIMEOUT_S"
+ENV_START_ATTEMPTS = "TUNELAB_RAY_START_ATTEMPTS"
+ENV_CPUS = "TUNELAB_RAY_CPUS"
+DEFAULT_IDLE_S = 600.0
+# One try of a start on a loaded machine: Ray's own wait for its raylet is 30 s (fixed in
+# ray/_private/node.py), so a start that times out there is tried again.
+DEFAULT_START_TIMEOUT_S = 120.0
+DEFAULT_START_ATTEMPTS = 3
 
 
 class ClusterError(RuntimeError):
@@ -60,15 +88,19 @@ class ClusterState:
     postgres_user: str | None = None
     simulated_gpus: bool = False
     tunelab_dashboard_url: str | None = None
+    # The warm local Ray: stops itself after this long unused; None for `up`'s cluster.
+    idle_s: float | None = None
 
     def env(self) -> dict[str, str]:
         """Environment a client needs to submit to this cluster."""
-        return {
+        env = {
             "RAY_ADDRESS": self.ray_address,
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": self.token_path,
-            "TUNELAB_DB_URL": self.db_url,
         }
+        if self.db_url:  # the warm local Ray has no database of its own
+            env["TUNELAB_DB_URL"] = self.db_url
+        return env
 
 
 def state_dir() -> Path:
@@ -128,6 +160,37 @@ def _alive(p: Proc) -> psutil.Process | None:
     except psutil.Error:
         pass
     return None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ClusterError(f"{name}={raw!r} is not a number") from None
+
+
+def _temp_dir(directory: Path) -> str:
+    # Ray's sockets live under temp_dir: keep it short (socket paths are length-limited)
+    # and apart from /tmp/ray, so that local `ray.init()`s never join this cluster.
+    return f"/tmp/tunelab-ray-{sha1(str(directory.resolve()).encode()).hexdigest()[:8]}"
+
+
+def _token(directory: Path) -> Path:
+    token_path = directory / "ray-token"
+    if not token_path.exists():
+        token_path.write_text(os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32))
+    token_path.chmod(0o600)
+    return token_path
+
+
+def _own_ports() -> list[str]:
+    """Ports Ray's per-node agents would otherwise take from fixed defaults (52365, ...):
+    with several nodes on one machine, or another Ray beside them, they would collide."""
+    return ["--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()),
+            "--metrics-export-port", str(free_port())]  # fmt: skip
 
 
 def _wait_nodes(state: ClusterState, n: int, timeout_s: float = 120) -> None:
@@ -228,13 +291,8 @@ def up(
     for stale in directory.glob("*.log"):
         stale.unlink()
 
-    token_path = directory / "ray-token"
-    if not token_path.exists():
-        token_path.write_text(os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32))
-    token_path.chmod(0o600)
-    # Ray's sockets live under temp_dir: keep it short (socket paths are length-limited)
-    # and apart from /tmp/ray, so that local `ray.init()`s never join this cluster.
-    temp_dir = f"/tmp/tunelab-ray-{sha1(str(directory).encode()).hexdigest()[:8]}"
+    token_path = _token(directory)
+    temp_dir = _temp_dir(directory)
     port, dash_port = free_port(), free_port()
     state = ClusterState(
         ray_address=f"{HOST}:{port}",
@@ -260,14 +318,7 @@ def up(
         ray = _ray_bin()
         # Ray maps loopback to this machine's own address; nothing leaves the machine.
         common = ["--block", "--temp-dir", temp_dir, "--disable-usage-stats"]
-
-        def own_ports() -> list[str]:
-            # Ray's per-node agents default to fixed ports (52365, ...): with several nodes
-            # on one machine, or another Ray beside them, they would collide.
-            return ["--dashboard-agent-listen-port", str(free_port()),
-                    "--dashboard-agent-grpc-port", str(free_port()),
-                    "--runtime-env-agent-port", str(free_port()),
-                    "--metrics-export-port", str(free_port())]  # fmt: skip
+        own_ports = _own_ports
 
         head = [ray, "start", "--head", "--port", str(port), "--num-cpus", "0",
                 "--num-gpus", "0", "--include-dashboard", "true", "--dashboard-host", HOST,
@@ -330,10 +381,14 @@ def down(directory: Path | None = None, timeout_s: float = 20) -> list[str]:
     stopped: list[str] = []
     victims: list[psutil.Process] = []
     for p in reversed(state.procs):  # workers and dashboard first, the head last
-        tree = _tree(p)
+        tree = [proc for proc in _tree(p) if proc.pid != os.getpid()]  # a reaper stopping it
         if tree:
             stopped.append(p.role)
             victims += tree
+    # Ray's processes that outlived their parent (a failed start leaves some, e.g. the
+    # dashboard agent): every process of this user naming the cluster's own temp dir.
+    seen = {proc.pid for proc in victims}
+    victims += [proc for proc in _of_temp_dir(state.temp_dir) if proc.pid not in seen]
     for proc in victims:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGTERM)
@@ -356,12 +411,26 @@ def down(directory: Path | None = None, timeout_s: float = 20) -> list[str]:
     return stopped
 
 
+def _of_temp_dir(temp_dir: str) -> list[psutil.Process]:
+    """This user's processes whose command line names `temp_dir` (never this one)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "uids"]):
+        with contextlib.suppress(psutil.Error, TypeError):
+            if proc.pid == os.getpid() or proc.info["uids"].real != os.getuid():
+                continue
+            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+    return found
+
+
 def status(directory: Path | None = None) -> dict[str, Any] | None:
     """Each started process and whether it still runs, plus the addresses to use."""
     state = load_state(directory)
     if state is None:
         return None
     return {
+        "idle_s": state.idle_s,
+        "drivers": len(_drivers(directory or state_dir())),
         "ray_address": state.ray_address,
         "ray_dashboard": state.dashboard_url,
         "tunelab_dashboard": state.tunelab_dashboard_url,
@@ -395,3 +464,188 @@ def _postgres_running(state: ClusterState) -> bool:
     assert state.postgres_dir is not None
     cmd = _as_user(state.postgres_user, [_pg_bin("pg_ctl"), "-D", state.postgres_dir, "status"])
     return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+
+
+# -- the warm local Ray -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold the state directory's lock: one start (or stop) at a time, across processes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _drivers_dir(directory: Path) -> Path:
+    return directory / "drivers"
+
+
+def register_driver(directory: Path | None = None, pid: int | None = None) -> None:
+    """Note that process `pid` (this one) uses the cluster: the reaper waits for it."""
+    folder = _drivers_dir(directory or state_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    pid = pid or os.getpid()
+    (folder / str(pid)).write_text(repr(psutil.Process(pid).create_time()))
+    (folder.parent / "used").touch()
+
+
+def _drivers(directory: Path) -> list[int]:
+    """The registered drivers still alive (the notes of dead ones are removed)."""
+    folder = _drivers_dir(directory)
+    alive = []
+    for note in folder.glob("*") if folder.is_dir() else []:
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(note.name)
+            started = float(note.read_text())
+            try:
+                if abs(psutil.Process(pid).create_time() - started) < 1e-3:
+                    alive.append(pid)
+                    continue
+            except psutil.Error:
+                pass
+            note.unlink()
+    return alive
+
+
+def _used_at(directory: Path) -> float:
+    with contextlib.suppress(OSError):
+        return (directory / "used").stat().st_mtime
+    return 0.0
+
+
+def join_or_start(directory: Path | None = None) -> ClusterState:
+    """The Ray of this data directory (a `cluster up` one, or the warm local one), started
+    when none runs; this process is registered as one of its drivers. Raises ClusterError
+    when it would not start in TUNELAB_RAY_START_ATTEMPTS tries (nothing is left running)."""
+    directory = directory or state_dir()
+    timeout_s = _env_float(ENV_START_TIMEOUT_S, DEFAULT_START_TIMEOUT_S)
+    attempts = max(1, int(_env_float(ENV_START_ATTEMPTS, DEFAULT_START_ATTEMPTS)))
+    idle_s = max(0.0, _env_float(ENV_IDLE_S, DEFAULT_IDLE_S))
+    with _locked(directory):
+        state = load_state(directory)
+        if state is not None and head_alive(state):
+            register_driver(directory)
+            return state
+        if state is not None:
+            down(directory)  # what is left of a cluster whose head died
+        why = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                state = _start_warm(directory, timeout_s, idle_s)
+            except ClusterError as exc:
+                why = str(exc)
+                log.warning("local Ray start %d/%d failed: %s", attempt, attempts, why)
+                continue
+            register_driver(directory)
+            return state
+    raise ClusterError(
+        f"Ray did not start on this machine in {attempts} tries ({why}); if the machine "
+        f"is busy, try again or raise {ENV_START_TIMEOUT_S} (now {timeout_s:g}); Ray's "
+        f"logs: {directory / 'ray-logs'}"
+    )
+
+
+def _started(proc: Proc, timeout_s: float) -> None:
+    """Wait until `ray start --block` says its node runs; ClusterError if it exits first or
+    the deadline passes."""
+    log_path = Path(proc.log)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if "Ray runtime started" in text:
+            return
+        if _alive(proc) is None:
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            said = next((ln for ln in reversed(lines) if "rror" in ln or "xception" in ln),
+                        lines[-1] if lines else "no output")  # fmt: skip
+            raise ClusterError(f"`ray start` exited: {said[:300]}")
+        if time.monotonic() > deadline:
+            raise ClusterError(f"the Ray head did not start in {timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def _cpus() -> int:
+    raw = os.environ.get(ENV_CPUS)
+    if raw:
+        return max(1, int(_env_float(ENV_CPUS, 1)))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _start_warm(directory: Path, timeout_s: float, idle_s: float) -> ClusterState:
+    """One try at starting the warm local Ray and its reaper; on failure nothing is left."""
+    for stale in directory.glob("*.log"):
+        stale.unlink()
+    port = free_port()
+    state = ClusterState(
+        ray_address=f"{HOST}:{port}", dashboard_url="", db_url="",
+        token_path=str(_token(directory)), temp_dir=_temp_dir(directory), idle_s=idle_s,
+    )  # fmt: skip
+    env = {**os.environ, **state.env()}
+    env.pop("RAY_ADDRESS")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # The raylet's wait for its agents' ports, sized for a loaded machine.
+    env.setdefault("RAY_agent_register_timeout_ms", str(int(timeout_s * 1000)))
+    cmd = [_ray_bin(), "start", "--head", "--port", str(port), "--num-cpus", str(_cpus()),
+           "--include-dashboard", "false", "--dashboard-port", str(free_port()),
+           "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+           "--ray-client-server-port", str(free_port()), "--block", "--temp-dir",
+           state.temp_dir, "--disable-usage-stats", *_own_ports()]  # fmt: skip
+    try:
+        state.procs.append(_spawn("ray-head", cmd, env, directory))
+        _save(state, directory)
+        _started(state.procs[-1], timeout_s)
+        reaper = [sys.executable, "-m", "tunelab.platform.cluster", "reap", str(directory)]
+        state.procs.append(_spawn("reaper", reaper, env, directory))
+        _save(state, directory)
+    except BaseException:
+        down(directory)
+        raise
+    log.info("started a local Ray at %s (stops after %g s unused)", state.ray_address, idle_s)
+    return state
+
+
+def stop(directory: Path | None = None) -> list[str]:
+    """`down`, under the lock that starts take: never half-way through a start."""
+    directory = directory or state_dir()
+    with _locked(directory):
+        return down(directory)
+
+
+def reap(directory: Path) -> None:
+    """The warm cluster's reaper: stop it once no registered driver has run for its idle
+    time; leave when the cluster is gone."""
+    last = time.time()
+    while True:
+        state = load_state(directory)
+        if state is None or state.idle_s is None:
+            return
+        time.sleep(min(2.0, max(0.5, state.idle_s / 4)))
+        if not head_alive(state):
+            with _locked(directory):
+                down(directory)  # the head died: stop what is left of it
+            return
+        if _drivers(directory):
+            last = time.time()
+            continue
+        if time.time() - max(last, _used_at(directory)) < state.idle_s:
+            continue
+        with _locked(directory):  # a driver registering now does so before or after this
+            if _drivers(directory) or time.time() - max(last, _used_at(directory)) < state.idle_s:
+                continue
+            log.info("no driver for %g s: stopping the local Ray", state.idle_s)
+            down(directory)
+        return
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "reap":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s reaper %(message)s")
+        # A driver's Ctrl-C reaches its process group, never this session of its own.
+        reap(Path(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m tunelab.platform.cluster reap DIRECTORY")

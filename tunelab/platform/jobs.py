@@ -125,8 +125,29 @@ def is_stale(job: Job, now: datetime | None = None) -> bool:
     return (now or datetime.now(UTC)) - beat > STALE_AFTER
 
 
+WAITING = "waiting for resources"  # as execution/pool.py notes it
+
+
 def display_status(job: Job) -> str:
-    return "running (driver lost)" if is_stale(job) else job.status
+    """The status as shown: a lost driver's and a queued job's (`waiting for resources`,
+    what for in `error` while it runs) said so."""
+    if is_stale(job):
+        return "running (driver lost)"
+    if job.status == JobStatus.running and (job.error or "").startswith(WAITING):
+        return WAITING
+    return job.status
+
+
+def note_waiting(engine: Engine, job_id: int, lease: int, note: str | None) -> None:
+    """Record what a running job waits for (None: nothing now), with a heartbeat: a queued
+    job is not one whose driver is lost."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.lease == lease, Job.status == JobStatus.running)
+        .values(error=note, heartbeat_at=datetime.now(UTC))
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt)
 
 
 def check_resumable(

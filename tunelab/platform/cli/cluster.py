@@ -68,10 +68,18 @@ def _print_cluster(info: dict[str, Any] | None) -> None:
     if info is None:
         out.print("no cluster is up (from this data directory)")
         return
-    out.print(f"Ray:       {info['ray_address']}  (dashboard {info['ray_dashboard']})")
+    if info["idle_s"] is not None:
+        out.print(f"Ray:       {info['ray_address']}  (the warm local Ray of this data directory)")
+        out.print(
+            f"drivers:   {info['drivers']} running; it stops itself after "
+            f"{info['idle_s']:g} s unused (TUNELAB_RAY_IDLE_S), or on `tunelab cluster stop`"
+        )
+    else:
+        out.print(f"Ray:       {info['ray_address']}  (dashboard {info['ray_dashboard']})")
     if info["tunelab_dashboard"]:
         out.print(f"dashboard: {info['tunelab_dashboard']}")
-    out.print(f"database:  {redact(info['db_url'])}")
+    if info["db_url"]:
+        out.print(f"database:  {redact(info['db_url'])}")
     table = Table()
     for col in ("process", "pid", "running", "log"):
         table.add_column(col)
@@ -107,9 +115,16 @@ def cluster_env() -> None:
 
 @app.command("down")
 def cluster_down() -> None:
-    """Stop exactly the processes `cluster up` started (and its PostgreSQL, if any)."""
+    """Stop exactly the processes `cluster up` (or a driver, for the warm local Ray)
+    started, and its PostgreSQL, if any."""
     from tunelab.platform import cluster
 
     with err.status("stopping..."):
-        stopped = cluster.down()
+        stopped = cluster.stop()
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command("stop")
+def cluster_stop() -> None:
+    """The same as `down`: stop this data directory's cluster (the warm local Ray too)."""
+    cluster_down()

@@ -31,7 +31,7 @@ class Exit(enum.IntEnum):
     OK = 0  # done; for --wait: the job completed
     JOB_FAILED = 1  # the job failed, or an unexpected error
     BAD_INPUT = 2  # invalid spec, options or arguments: nothing was written
-    DB_UNREACHABLE = 3  # the database (or the --jobs-api) cannot be reached or migrated
+    DB_UNREACHABLE = 3  # the database, Ray (or the --jobs-api) cannot be reached or migrated
     NOT_FOUND = 4  # no such job, or the job is in a state that refuses the action
     CANCELLED = 5  # the job was cancelled while we waited on it
     INTERRUPTED = 130  # Ctrl-C: the job is marked interrupted and can be resumed
@@ -39,7 +39,7 @@ class Exit(enum.IntEnum):
 
 EXIT_HELP = (
     "Exit codes: 0 done, 1 job failed, 2 invalid input (nothing written), "
-    "3 database (or --jobs-api) unreachable, 4 no such job / wrong state, 5 cancelled, "
+    "3 database, Ray (or --jobs-api) unreachable, 4 no such job / wrong state, 5 cancelled, "
     "130 interrupted."
 )
 
@@ -67,7 +67,7 @@ class Format(enum.StrEnum):
 
 def fail(code: Exit, message: str) -> NoReturn:
     """Print `message` as an error on stderr and exit with `code`."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line
     raise typer.Exit(int(code))
 
 
@@ -81,6 +81,7 @@ ERRORS: tuple[tuple[str, str, Exit, str], ...] = (
     ("tunelab.platform.jobs", "JobStateError", Exit.NOT_FOUND, ""),
     ("tunelab.platform.outpaths", "NotRegularFile", Exit.BAD_INPUT, ""),
     ("builtins", "LookupError", Exit.NOT_FOUND, ""),  # e.g. no such artifact
+    ("tunelab.platform.execution.pool", "RayUnavailable", Exit.DB_UNREACHABLE, ""),
     ("tunelab.platform.execution", "JobError", Exit.JOB_FAILED, "the job failed: "),
     ("tunelab.platform.search.replay", "ReplayError", Exit.BAD_INPUT, ""),
 )

@@ -87,10 +87,19 @@ def _run_with_progress(
             summary=summary(ok_before, best_before) if done else "starting Ray...",
         )  # fmt: skip
 
+        started = False
+
         def update(p: JobProgress) -> None:
+            nonlocal started
+            started = True
             bar.update(task, completed=p.done, total=p.total, summary=summary(p.ok, p.best))
 
-        return start(update)
+        try:
+            return start(update)
+        except Exception:
+            if not started:  # e.g. no Ray to run on: its one-line error alone says so
+                bar.update(task, visible=False)
+            raise
 
 
 def _summary(job_id: int, db: str | None, top: int = 5) -> None:
@@ -535,7 +544,7 @@ def _busy_lines(j: JobRecord, db: str | None) -> list[str]:
 
 
 def _show_job(j: JobRecord, db: str | None) -> None:
-    from tunelab.platform import api
+    from tunelab.platform import api, jobs
     from tunelab.units import fmt_age
 
     counts = api.status_counts(j.id, db=db)
@@ -554,7 +563,9 @@ def _show_job(j: JobRecord, db: str | None) -> None:
     log = api.driver_log_path(j.id, db=db)
     if log.exists():
         lines.append(f"driver log: {log}")
-    if j.error:
+    if j.error and j.display_status == jobs.WAITING:
+        lines.append(f"[yellow]{j.error}[/]")
+    elif j.error:
         lines.append(f"[red]error: {j.error}[/]")
     out.print("\n".join(lines), highlight=False, soft_wrap=True)
 

@@ -161,9 +161,14 @@ class JobRunner:
             if not spec.measure.build_only:
                 # The workers first: what they say (the measuring node's CPU, its
                 # calibration) reaches the model features the strategy ranks by.
-                pool = EvalPool(
-                    kind, kind.resources(spec), f"this {kind.name} job", spec.measure.threads
+                # A queued job says what it waits for (`waiting for resources`).
+                waiting = functools.partial(
+                    self.outage.retry, jobs.note_waiting, self.engine, self.job_id, self.lease
                 )
+                pool = EvalPool(
+                    kind, kind.resources(spec), f"this {kind.name} job", spec.measure.threads,
+                    on_wait=waiting,
+                )  # fmt: skip
                 spec = self._resolve(spec, kind, pool)
             return self._search(spec, kind, space, context, pool, retry_failed)
         finally:

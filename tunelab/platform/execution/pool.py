@@ -14,55 +14,139 @@ from tunelab.platform.kinds import JobKind, Resources
 
 log = logging.getLogger(__name__)
 
-# How long new evaluation workers may take to start.
+# How long a new evaluation worker may take to start while the cluster has room for it,
+# and how long one the cluster can never hold (more than its nodes offer) is waited for.
 WORKER_START_TIMEOUT_S = 180.0
+# How long a job waits for workers that the cluster could hold but other jobs hold now.
+ENV_RESOURCE_WAIT_S = "TUNELAB_RESOURCE_WAIT_S"
+DEFAULT_RESOURCE_WAIT_S = 24 * 3600.0
+# How long a named cluster (--ray, RAY_ADDRESS) may take to answer before the job gives up.
+ENV_CONNECT_TIMEOUT_S = "TUNELAB_RAY_CONNECT_TIMEOUT_S"
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
 POLL_S = 0.05
+RESOURCE_CHECK_S = 1.0
+WAITING = "waiting for resources"
 
 
 class JobError(RuntimeError):
     """The job cannot run (no device for it, nothing to run); it is marked failed."""
 
 
+class RayUnavailable(RuntimeError):
+    """No Ray to run on: the cluster named cannot be reached, or none would start here.
+    The job is left failed with the reason, and can be resumed."""
+
+
+def _env_s(name: str, default: float) -> float:
+    import os
+
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
 def connect_ray(address: str | None = None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), else the one `tunelab cluster up`
-    runs from this data directory, else start Ray on this machine (its token notice
-    silenced: the token stays on this machine)."""
+    """Join the cluster at `address` (or RAY_ADDRESS), else the Ray of this data directory
+    (`tunelab cluster up`'s, or the warm local one, started when none runs: see
+    platform/cluster.py). Raises RayUnavailable, in one line, when there is none to join."""
     import sys
 
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return
     from tunelab.config import resolve_ray_address
 
-    # Before Ray loads: it reads its token settings (which _local_cluster sets) on import.
-    address = resolve_ray_address(address) or _local_cluster()
+    # Before Ray loads: it reads its token settings (which these set) on import.
+    named = resolve_ray_address(address)
+    if named:
+        _reachable(named)
+        _own_token(named)
+        target = named
+    else:
+        target = _local_cluster()
     import ray
 
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
-        level = notice.level
-        notice.setLevel(logging.ERROR)
+    try:
+        ray.init(address=target, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)  # fmt: skip
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        hint = (
+            "check --ray / RAY_ADDRESS (a cluster with token auth also needs RAY_AUTH_MODE="
+            "token and its RAY_AUTH_TOKEN_PATH: `tunelab cluster env` prints them)"
+            if named
+            else "`tunelab cluster stop` and try again"
+        )
+        raise RayUnavailable(
+            f"cannot join the Ray cluster at {target}: {type(exc).__name__}: {first}; {hint}"
+        ) from None
+
+
+def _reachable(address: str) -> None:
+    """Raise RayUnavailable unless something listens at `address`'s host:port within
+    TUNELAB_RAY_CONNECT_TIMEOUT_S (Ray itself would retry for minutes)."""
+    import socket
+
+    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and the like: Ray resolves them
+    timeout_s = _env_s(ENV_CONNECT_TIMEOUT_S, DEFAULT_CONNECT_TIMEOUT_S)
+    deadline = time.monotonic() + timeout_s
+    while True:
         try:
-            ray.init(configure_logging=False, **kwargs)
-        finally:
-            notice.setLevel(level)
+            with socket.create_connection((host, int(port)), timeout=2):
+                return
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+        if time.monotonic() > deadline:
+            raise RayUnavailable(
+                f"no Ray cluster answers at {address} ({why.lower()}, tried for "
+                f"{timeout_s:g} s): check --ray / RAY_ADDRESS, or leave both unset to use "
+                "a local Ray on this machine"
+            )
+        time.sleep(0.5)
 
 
-def _local_cluster() -> str | None:
-    """The Ray address of a `tunelab cluster up` still running from this data directory
-    (its token put in this process's environment), else None."""
+def _own_token(address: str) -> None:
+    """The token of this data directory's cluster when `address` is that cluster."""
     import os
 
     from tunelab.platform import cluster
 
     state = cluster.load_state()
-    if state is None or not cluster.head_alive(state):
-        return None
+    if state is not None and state.ray_address == address and "RAY_AUTH_MODE" not in os.environ:
+        os.environ.update({k: v for k, v in state.env().items() if k.startswith("RAY_AUTH")})
+
+
+def _local_cluster() -> str:
+    """The Ray address of this data directory's cluster (`tunelab cluster up`'s, else the
+    warm local one, started if need be), its token put in this process's environment."""
+    import os
+
+    from tunelab.platform import cluster
+
+    try:
+        state = cluster.join_or_start()
+    except cluster.ClusterError as exc:
+        raise RayUnavailable(" ".join(str(exc).split())) from None
     os.environ.update({k: v for k, v in state.env().items() if k.startswith("RAY_AUTH")})
-    log.info("using the cluster `tunelab cluster up` runs: %s", state.ray_address)
+    log.info("using the Ray of %s: %s", cluster.state_dir(), state.ray_address)
     return state.ray_address
+
+
+def _demand(options: dict[str, Any]) -> dict[str, float]:
+    """The Ray resources a worker's options ask for."""
+    need = {"CPU": float(options.get("num_cpus", 1) or 0)}
+    if options.get("num_gpus"):
+        need["GPU"] = float(options["num_gpus"])
+    return {r: n for r, n in need.items() if n > 0}
+
+
+def _fmt(have: dict[str, float], like: dict[str, float] | None = None) -> str:
+    """`1 CPU, 1 GPU`: the resources of `have` named in `like` (all of them without it)."""
+    keys = like or have
+    return ", ".join(f"{have.get(r, 0):g} {r}" for r in keys) or "nothing"
 
 
 def _threads(n: int) -> dict[str, Any]:
@@ -99,6 +183,7 @@ class EvalPool:
         resources: Resources,
         what: str = "this job",
         threads: int | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> None:
         import ray
 
@@ -115,6 +200,13 @@ class EvalPool:
         self.starting: dict[Any, tuple[Worker, float]] = {}  # ready-ref -> (worker, t0)
         self._alive: set[str] = set()
         self._alive_at = 0.0
+        # Queueing: workers the cluster could hold but that other work holds now wait (up
+        # to TUNELAB_RESOURCE_WAIT_S), told through `on_wait` (a note, None once placed).
+        self.on_wait = on_wait
+        self.resource_wait_s = _env_s(ENV_RESOURCE_WAIT_S, DEFAULT_RESOURCE_WAIT_S)
+        self.queued: dict[Any, str] = {}  # ready-ref -> what it waits for
+        self.queued_since: float | None = None
+        self._checked_at = 0.0
         placements = self._placements()
         self.n_workers = len(placements)
         if not placements:
@@ -203,12 +295,16 @@ class EvalPool:
             self._start(worker.options)
 
     def poll_starting(self) -> None:
-        """Move workers that finished starting to the idle set; drop those of dead nodes."""
+        """Move workers that finished starting to the idle set; drop those of dead nodes;
+        note those waiting for resources other work holds."""
         if not self.starting:
+            self.queued.clear()
+            self.queued_since = None
             return
         ready, _ = self.ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
         for ref in ready:
             worker, _ = self.starting.pop(ref)
+            self.queued.pop(ref, None)
             try:
                 self.ray.get(ref)  # raises if the worker died while starting
                 self.idle.append(worker)
@@ -216,16 +312,80 @@ class EvalPool:
                 log.warning("evaluation worker failed to start: %s", exc)
                 self.replace(worker)
         now = time.monotonic()
+        if now - self._checked_at < RESOURCE_CHECK_S:
+            return
+        self._checked_at = now
+        free = total = None
         for ref, (worker, t0) in list(self.starting.items()):
             if self._node_dead(worker.options):
                 del self.starting[ref]
+                self.queued.pop(ref, None)
                 self._kill(worker)
                 self._drop(worker)
-            elif now - t0 > WORKER_START_TIMEOUT_S:
-                raise JobError(
-                    f"an evaluation worker ({worker.options}) did not start within "
-                    f"{WORKER_START_TIMEOUT_S:.0f} s: does the cluster have room for it?"
+                continue
+            if now - t0 < RESOURCE_CHECK_S:
+                continue  # starting as usual
+            if free is None:
+                free, total = self._resources()
+            need = _demand(worker.options)
+            node = self._node(worker.options) or ""
+            has, offers = free.get(node, free[""]), total.get(node, total[""])
+            if any(offers.get(r, 0) < n for r, n in need.items()):
+                self.queued.pop(ref, None)
+                if now - t0 > WORKER_START_TIMEOUT_S:
+                    raise JobError(
+                        f"an evaluation worker needs {_fmt(need)} but the cluster "
+                        f"{'node' if node else ''} offers {_fmt(offers, need)}: it can never "
+                        f"be placed (waited {WORKER_START_TIMEOUT_S:.0f} s for a node to join)"
+                    )
+            elif any(has.get(r, 0) < n for r, n in need.items()):
+                # Busy now, will free: not a slow start. Its clock starts once it has room.
+                self.starting[ref] = (worker, now)
+                self.queued[ref] = (
+                    f"{_fmt(need)} each, {_fmt(has, need)} free of {_fmt(offers, need)}"
                 )
+            else:
+                self.queued.pop(ref, None)
+                if now - t0 > WORKER_START_TIMEOUT_S:
+                    raise JobError(
+                        f"an evaluation worker ({worker.options}) did not start within "
+                        f"{WORKER_START_TIMEOUT_S:.0f} s although the cluster had room for it"
+                    )
+        if not self.queued:
+            self.queued_since = None
+            return
+        self.queued_since = self.queued_since or now
+        if now - self.queued_since > self.resource_wait_s:
+            raise JobError(
+                f"waited {self.resource_wait_s:g} s ({ENV_RESOURCE_WAIT_S}) for the cluster "
+                f"to free room for the evaluation workers: {next(iter(self.queued.values()))}"
+            )
+
+    def waiting_for(self) -> str | None:
+        """What the pool waits for while none of its workers could be placed, else None."""
+        if self.idle or not self.queued or len(self.queued) < len(self.starting):
+            return None
+        n = len(self.queued)
+        return (
+            f"{WAITING}: {n} evaluation worker{'s' if n > 1 else ''} of "
+            f"{next(iter(self.queued.values()))} (other jobs hold them)"
+        )
+
+    def _resources(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+        """Free and total resources by node id, the cluster's under ""."""
+        ray = self.ray
+        free: dict[str, dict[str, float]] = {"": dict(ray.available_resources())}
+        total: dict[str, dict[str, float]] = {"": dict(ray.cluster_resources())}
+        if self.node_cpus:  # pinned workers: what their own node has
+            from ray._private import state
+
+            with contextlib.suppress(Exception):  # an internal API: the cluster's as fallback
+                free.update(state.available_resources_per_node())
+            for n in ray.nodes():
+                if n["Alive"]:
+                    total[n["NodeID"]] = n["Resources"]
+                    free.setdefault(n["NodeID"], {})
+        return free, total
 
     def run_on_worker(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on one (idle) evaluation worker and return its result."""
@@ -247,10 +407,20 @@ class EvalPool:
         return self.n_workers * per
 
     def wait_ready(self) -> None:
-        """Block until at least one evaluation worker is idle."""
+        """Block until at least one evaluation worker is idle; while none can be placed,
+        say so through `on_wait` every few seconds (it also keeps the job's heartbeat)."""
+        said_at: float | None = None
         while not self.idle:
             self.poll_starting()
+            note = self.waiting_for()
+            if note and self.on_wait and (said_at is None or time.monotonic() - said_at > 5):
+                if said_at is None:
+                    log.info("%s", note)
+                self.on_wait(note)
+                said_at = time.monotonic()
             time.sleep(POLL_S)
+        if said_at is not None and self.on_wait:
+            self.on_wait(None)
 
     def shutdown(self) -> None:
         for worker in list(self.idle):
