@@ -281,3 +281,49 @@ def test_what_counts_as_an_outage(tmp_path: Path, pg_url: str) -> None:
     sqlite = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
     with sqlite.connect() as conn:
         assert not is_outage(error_of(lambda: conn.execute(text("SELECT * FROM nowhere"))))
+
+
+PPO = {
+    "name": "ppo-outage", "kind": "graph-rewrite",
+    "workload": {"model": "bert", "size": "test", "horizon": 4, "max_candidates": 8,
+                 "workers": 2},
+    "search": {"strategy": "ppo", "seed": 3, "ppo": {
+        "episodes": 16, "episodes_per_update": 4, "eval_every": 2, "checkpoint_every": 1,
+        "minibatch": 4, "epochs": 2, "network": {"hidden": 16, "message_passing_steps": 2},
+    }},
+    "measure": {"threads": 1, "rounds": 3, "min_sample_ms": 0.5, "busy_per_core": 1000,
+                "final_top_k": 0},
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ppo_training_rides_out_a_20_s_database_stop(
+    server: Server, ray_cluster: str, tmp_path: Path
+) -> None:
+    """PostgreSQL stopped for 20 s while PPO episodes run on two rollout workers (whose
+    steps, graph artifacts and op costs go to the database) and the learner checkpoints:
+    the job completes, every episode recorded once, no trial left `running`."""
+    engine = get_engine(server.url)
+    job_id = jobs.create_job(engine, parse_spec(PPO))
+    log = tmp_path / "driver.log"
+    driver = _driver(job_id, server.url, ray_cluster, log)
+    try:
+        _wait_for_trials(engine, job_id, 3, driver)
+        server.stop()
+        time.sleep(20)
+        assert driver.poll() is None, log.read_text()
+        server.start()
+        code = driver.wait(timeout=600)
+    finally:
+        driver.kill()
+    said = log.read_text()
+    assert code == 0, said
+    job = jobs.get_job(engine, job_id)
+    assert job.status == "completed", (job.error, said)
+    trials = jobs.trials(engine, job_id)
+    assert not [t.id for t in trials if t.status == TrialStatus.running]
+    episodes = [t for t in trials if t.baseline is None]
+    assert sorted(t.params["episode"] for t in episodes) == list(range(16))
+    assert all(t.status == TrialStatus.ok for t in episodes), [
+        (t.params["episode"], t.status, t.error) for t in episodes if t.status != "ok"
+    ]
