@@ -197,12 +197,10 @@ def nvcc_version() -> str:
 
 def build_one(item: dict[str, Any]) -> dict[str, Any]:
     """Build one artifact in memory: {"manifest": ..., "files": {filename: bytes}}."""
-    import pickle
-
     import tvm
 
     from tunelab.platform.spec import parse_spec
-    from tunelab.workers.pipeline_search.build_cuda import build_cuda
+    from tunelab.workers.pipeline_search.build_cuda import build_cuda, read_bundle
     from tunelab.workers.pipeline_search.nvcc import nvcc_compile, nvcc_ptx
     from tunelab.workers.pipeline_search.schedules import (
         cuda_shared_bytes,
@@ -224,7 +222,7 @@ def build_one(item: dict[str, Any]) -> dict[str, Any]:
         }
     )
     built = build_cuda(spec, wl, p)  # tunelab's path: limits, schedule, pipeline, TVM, nvcc
-    bundle = pickle.loads(built.artifact)
+    bundle = read_bundle(built.artifact)
     source: str = bundle["source"]
     cubins = {CUBIN_ARCHES[0]: bundle["cubin"]}
     ptxas = {CUBIN_ARCHES[0]: _usage(built.info)}

@@ -8,7 +8,6 @@ here: nothing CUDA is run).
 
 from __future__ import annotations
 
-import pickle
 import re
 
 import numpy as np
@@ -19,6 +18,7 @@ from tests import tir_programs as programs
 from tunelab.platform.kinds import InvalidCandidate, get_kind
 from tunelab.platform.spec import parse_spec
 from tunelab.testing.context import MemoryContext
+from tunelab.workers.pipeline_search.build_cuda import read_bundle
 from tunelab.workers.pipeline_search.detection import detect
 from tunelab.workers.pipeline_search.nvcc import find_nvcc
 from tunelab.workers.pipeline_search.schedules import compile_schedule
@@ -142,7 +142,7 @@ def _build_cuda(workload: dict, arch: str, p: dict) -> tuple[object, dict, dict[
     nvcc, cp.async with commit/wait groups, one grid z per batch. Returns the build, its
     bundle and the sizes of the arrays the kernel declares."""
     built = KIND.build(_spec(workload, {"kind": "cuda", "arch": arch}), p)
-    bundle = pickle.loads(built.artifact)
+    bundle = read_bundle(built.artifact)
     src = bundle["source"]
     assert bundle["cubin"][:4] == b"\x7fELF"  # nvcc compiled it for this arch
     assert "cp.async" in src and "cp.async.commit_group" in src and "cp.async.wait_group" in src
@@ -175,7 +175,7 @@ def test_cuda_unpipelined_has_no_async_copies_and_large_pipelines_use_dynamic_sm
     assert plain.info["cp_async"] == 0 and plain.info["pipelined"] == []
     big = {**CUDA_P, "warp_row_tiles": 4, "chunk": 4, "stages": 3, "reg_stages": 4}
     built = KIND.build(spec, big)
-    bundle = pickle.loads(built.artifact)
+    bundle = read_bundle(built.artifact)
     assert "extern __shared__" in bundle["source"]  # 72 KB: past the 48 KB static limit
     assert bundle["dynamic_smem_bytes"] == 3 * (128 + 64) * 64 * 2
 

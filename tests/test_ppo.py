@@ -207,8 +207,9 @@ def test_a_trajectory_is_compact_picklable_and_replays_the_sampled_log_probabili
     env = ToyRewriteEnv(max_candidates=K, horizon=HORIZON)
     gen = torch.Generator().manual_seed(0)
     episodes = [run_episode(env, learner.policy, gen, HORIZON, seed=s) for s in range(4)]
-    back: list[Trajectory] = pickle.loads(pickle.dumps(episodes))
-    for a, b in zip(episodes, back, strict=True):
+    back: list[Trajectory] = pickle.loads(pickle.dumps(episodes))  # Ray's transport
+    stored = [Trajectory.from_bytes(e.to_bytes()) for e in episodes]  # what a job stores
+    for a, b in zip(episodes + episodes, back + stored, strict=True):
         for name, value in vars(a).items():
             other = getattr(b, name)
             if isinstance(value, np.ndarray):

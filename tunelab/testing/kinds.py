@@ -17,7 +17,6 @@ Ray workers unpickle these by module path, so they live in the installed package
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import time
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
 
+from tunelab.platform.datafile import DataFormatError, pack, unpack
 from tunelab.platform.kinds import (
     Built,
     EvalContext,
@@ -218,9 +218,14 @@ class Episodic(JobKind):
     ) -> Measurement:
         wl = spec.workload
         resumed = ctx.load_checkpoint()
-        run = (
-            pickle.loads(resumed[1]) if resumed else TrainingRun.start(params["lr"], params["seed"])
-        )
+        try:
+            run = (
+                TrainingRun.from_bytes(resumed[1], f"the checkpoint at step {resumed[0]}")
+                if resumed
+                else TrainingRun.start(params["lr"], params["seed"])
+            )
+        except DataFormatError as exc:
+            raise RunError(str(exc)) from None
         started_at = run.step
         while run.step < wl["steps"]:
             if ctx.should_stop():
@@ -228,7 +233,7 @@ class Episodic(JobKind):
             time.sleep(wl["step_s"])
             ctx.report(run.step, run.advance())
             if run.step % wl["checkpoint_every"] == 0:
-                ctx.save_checkpoint(run.step, pickle.dumps(run))
+                ctx.save_checkpoint(run.step, run.to_bytes())
         return Measurement(
             objectives={"final_loss": run.loss(), "reward": -run.loss()},
             info={"resumed_from_step": started_at, "attempt": ctx.attempt},
@@ -248,6 +253,23 @@ class TrainingRun:
 
     def loss(self) -> float:
         return (self.w - 1.0) ** 2
+
+    def to_bytes(self) -> bytes:
+        """The run as data (JSON: its weight, step and RNG state), never a pickle."""
+        state = {"lr": self.lr, "w": self.w, "step": self.step,
+                 "rng": self.rng.bit_generator.state}  # fmt: skip
+        return pack("episodic-run", state)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str = "checkpoint") -> TrainingRun:
+        """A run saved by `to_bytes` (DataFormatError for anything else)."""
+        state, _ = unpack("episodic-run", data, what)
+        try:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state["rng"]
+            return cls(float(state["lr"]), float(state["w"]), int(state["step"]), rng)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataFormatError(f"{what}: not an episodic run's state ({exc})") from None
 
     def advance(self) -> dict[str, float]:
         """One noisy gradient step; returns the metrics of the step just taken."""

@@ -125,6 +125,12 @@ class SearchStrategy(ABC):
         given for results recorded before this strategy existed (a resumed job)."""
         self.observed[key] = value
 
+    def resumed(self, key: str, params: dict[str, Any]) -> None:
+        """A trial an earlier run left `running` (its driver was lost), which this run
+        evaluates again under the same key before asking anything: in flight, its result
+        comes through `tell_result`. The default does nothing."""
+        return
+
     def tell_result(
         self,
         key: str,

@@ -506,6 +506,27 @@ class Trajectory:
         """Bytes of the arrays in memory (the pickle is smaller)."""
         return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
 
+    def to_bytes(self) -> bytes:
+        """The episode as data: a compressed .npz of its arrays (what is stored)."""
+        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            **arrays,
+            terminated=np.array(bool(self.terminated)),
+            bootstrap_value=np.array(float(self.bootstrap_value)),
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Trajectory:
+        """An episode stored by `to_bytes` (read with allow_pickle=False: never code)."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            fields = {k: z[k] for k in z.files}
+        fields["terminated"] = bool(fields["terminated"])
+        fields["bootstrap_value"] = float(fields["bootstrap_value"])
+        return cls(**fields)
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(vars(self))
         for name in _PACKED:

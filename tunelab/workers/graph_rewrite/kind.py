@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from tunelab.platform.artifacts import save_new_version
 from tunelab.platform.kinds import (
     Built,
     EvalContext,
@@ -202,11 +203,12 @@ class GraphRewrite(JobKind):
             min_sample_s=m.min_sample_ms / 1e3,
             seed=derive_seed(spec.search.seed, "timing", ctx.trial_key),
         )
-        name = f"graph-{ctx.trial_key[:16]}"
-        graph_hash = ctx.save_artifact(
-            name,
-            outcome.graph.dumps().encode(),
-            meta={"model": model, "search": search, "nodes": len(outcome.graph.nodes)},
+        graph = outcome.graph.dumps().encode()
+        meta = {"model": model, "search": search, "nodes": len(outcome.graph.nodes)}
+        # Written once: an evaluation run again (its worker lost) that ends in another
+        # graph stores it as the next version of the name.
+        name, graph_hash = save_new_version(
+            lambda n: ctx.save_artifact(n, graph, meta=meta), f"graph-{ctx.trial_key[:16]}"
         )
         graph_ref = f"{ctx.job_id}:{name}"  # two episodes may end in the same graph
         return Measurement(

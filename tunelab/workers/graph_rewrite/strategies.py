@@ -8,24 +8,43 @@ batch is in and broadcasts the new weights (an artifact `policy-vN` the workers 
 evaluates the deterministic policy every `eval_every` updates on the training model and
 the held-out ones (trials marked as reference runs, `baseline` = `eval:MODEL`, never the
 job's best; their returns are steps of `eval:MODEL`), and checkpoints every
-`checkpoint_every` updates. A resumed job continues from the last checkpoint.
+`checkpoint_every` updates; the trained policy is also `policy` once training ends.
+
+Everything stored is data: the checkpoint a `datafile` document (JSON and the learner's
+tensors, read with `torch.load(weights_only=True)`), each training episode's trajectory
+(`trajectory/KEY`, an .npz read without pickle) saved before its trial is recorded.
+
+A resumed job continues from the last checkpoint without repeating anything: the
+episodes an earlier run recorded for the updates after it are taken from their stored
+trajectories (the same updates, the same policies), episodes it left running are run
+again under the same keys (the driver does that), and an update's batch keeps its
+episode indices. Artifacts are written once: a policy re-created with other weights (a
+different thread count) is published as a new version, `policy-vN.2`, and only episodes
+played by the very policy the learner holds join its batch.
 `ppo` with `policy: REF` and `episodes: 0` applies a trained policy without training.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
-import pickle
 import time
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 
+from tunelab.platform.artifacts import ArtifactNotFound, save_new_version, version_name
+from tunelab.platform.datafile import DataFormatError, pack, unpack
 from tunelab.platform.kinds import candidate_key
 from tunelab.platform.search.strategies import SearchStrategy
 from tunelab.platform.spec import JobSpec
 from tunelab.workers.graph_rewrite.spec import BacktrackingOptions, GreedyOptions, RandomOptions
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_TAG = "ppo-checkpoint"
+TRAJECTORY_TAG = "ppo-trajectory"
 
 
 class _Planned(SearchStrategy):
@@ -154,6 +173,11 @@ class PPO(SearchStrategy):
         # Evaluation trials not yet proposed: first the untrained policy's (the space).
         self.evals: list[dict[str, Any]] = envs if o.episodes else []
         self.weights_ref: str | None = None
+        # Training episodes of earlier runs (a resumed job): key -> (params, "ok",
+        # "failed" or "running"); those of the current policy join its batch.
+        self.earlier: dict[str, tuple[dict[str, Any], str]] = {}
+        self.redo: list[int] = []  # indices of this batch to play again (another policy's)
+        self.entered = False
         if o.policy is not None and self.context is not None:
             self.learner.load_weights(self.context.load_artifact(o.policy))
         self._restore()
@@ -174,19 +198,32 @@ class PPO(SearchStrategy):
             return self.options.apply_episodes
         return self.options.episodes + (1 + len(self._eval_versions())) * len(self.models)
 
-    def _publish(self) -> None:
-        """Store the current weights for the rollout workers (an artifact per version,
-        and `policy`, the latest, for applying it elsewhere)."""
+    def _want(self) -> int:
+        """Episodes the current update needs."""
+        return min(self.options.episodes_per_update, self.options.episodes - self.collected)
+
+    def _context(self) -> Any:
         if self.context is None:
             raise RuntimeError("the ppo strategy needs the driver's context")
-        data = self.learner.weights()
+        return self.context
+
+    def _save(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
+        """Store `data` as artifact `name`, or as its next version if `name` holds other
+        content (artifacts are written once); the name used."""
+        ctx = self._context()
+        used, _ = save_new_version(lambda n: ctx.save_artifact(n, data, meta), name)
+        if used != name:
+            log.warning("job %s: %s exists with other content: saved as %s", ctx.job_id,
+                        name, used)  # fmt: skip
+        return used
+
+    def _publish(self) -> None:
+        """Store the current weights for the rollout workers (an artifact per version)."""
         meta = {"version": self.version, "episodes": self.collected}
-        name = f"policy-v{self.version}"
-        self.context.save_artifact(name, data, meta)
-        self.context.save_artifact("policy", data, meta)
-        # By name: two artifacts of one content (the latest policy is also `policy`) make
-        # its hash an ambiguous reference.
-        self.weights_ref = f"{self.context.job_id}:{name}"
+        name = self._save(f"policy-v{self.version}", self.learner.weights(), meta)
+        # By name: two artifacts of one content (the trained policy is also `policy`)
+        # make its hash an ambiguous reference.
+        self.weights_ref = f"{self._context().job_id}:{name}"
 
     def _episode(self, i: int) -> dict[str, Any]:
         return {
@@ -201,6 +238,9 @@ class PPO(SearchStrategy):
         o = self.options
         if self.weights_ref is None:
             self._publish()
+        if not self.entered and o.episodes:
+            self.entered = True
+            self._enter()
         out: list[dict[str, Any]] = []
         if o.episodes == 0:  # apply a trained policy
             for i in range(o.apply_episodes):
@@ -215,13 +255,21 @@ class PPO(SearchStrategy):
         else:
             while self.evals and len(out) < n:
                 out.append(self.evals.pop(0))
-            want = min(o.episodes_per_update, o.episodes - self.collected)
-            while len(out) < n and len(self.batch) + len(self.in_flight) < want:
-                self.in_flight.add(self.next_episode)
-                out.append(self._episode(self.next_episode))
-                self.next_episode += 1
-        keyed = [(candidate_key(p), p) for p in out]
-        keyed = [(k, p) for k, p in keyed if k not in exclude and k not in self.observed]
+            while len(out) < n and len(self.batch) + len(self.in_flight) < self._want():
+                if self.redo:
+                    i = self.redo.pop(0)
+                else:
+                    i, self.next_episode = self.next_episode, self.next_episode + 1
+                self.in_flight.add(i)
+                out.append(self._episode(i))
+        keyed = []
+        for p in out:
+            k = candidate_key(p)
+            if k in exclude or k in self.observed:
+                if p.get("train") and p["version"] == self.version:
+                    self.in_flight.discard(p["episode"])
+                continue
+            keyed.append((k, p))
         return keyed
 
     def waiting(self) -> bool:
@@ -232,15 +280,78 @@ class PPO(SearchStrategy):
     # -- results -----------------------------------------------------------------------
 
     def tell(self, key: str, value: float | None, params: dict[str, Any] | None = None) -> None:
-        """A recorded result (a resumed job): its trajectory is gone; an episode of the
-        current version is replaced by a new one, an evaluation is not run again."""
+        """A result an earlier run recorded (a resumed job): a training episode is kept
+        for its update (`_enter`), an evaluation is not run again."""
         super().tell(key, value, params)
         if params is None or params.get("search") != "ppo":
             return
         if "episode" in params and params.get("train"):
             self.next_episode = max(self.next_episode, params["episode"] + 1)
+            self.earlier[key] = (params, "ok" if value is not None else "failed")
         if "baseline" in params:
             self.evals = [p for p in self.evals if candidate_key(p) != key]
+
+    def resumed(self, key: str, params: dict[str, Any]) -> None:
+        """A trial an earlier run left running, which the driver runs again now."""
+        if params.get("search") != "ppo":
+            return
+        if "episode" in params and params.get("train"):
+            self.next_episode = max(self.next_episode, params["episode"] + 1)
+            self.earlier[key] = (params, "running")
+        if "baseline" in params:
+            self.evals = [p for p in self.evals if candidate_key(p) != key]
+
+    def _enter(self) -> None:
+        """The current policy's episodes an earlier run played: recorded ones join the
+        batch (from their stored trajectories), running ones are in flight (the driver
+        runs them again), and the indices another policy played are played again."""
+        mine: dict[int, tuple[str, str]] = {}
+        others: set[int] = set()
+        for key, (p, state) in self.earlier.items():
+            if p.get("version") != self.version:
+                continue
+            if p.get("policy") == self.weights_ref:
+                mine[p["episode"]] = (key, state)
+            else:
+                others.add(p["episode"])
+        for i, (key, state) in sorted(mine.items()):
+            if state == "ok" and i not in self.batch:
+                self._adopt(key, i)
+            elif state == "running":
+                self.in_flight.add(i)
+        self.redo = sorted(others - mine.keys() - self.batch.keys() - self.in_flight)
+        want = self._want()
+        if want > 0 and len(self.batch) >= want:
+            self._update()
+
+    def _adopt(self, key: str, i: int) -> None:
+        """Episode `i` recorded by an earlier run: its stored trajectory joins the batch
+        (if it cannot be read, a new episode replaces it)."""
+        ctx, base, data = self._context(), f"trajectory/{key}", None
+        for version in range(1, 1000):  # its newest version: the one its trial recorded
+            try:
+                data = ctx.load_artifact(f"{ctx.job_id}:{version_name(base, version)}")
+            except ArtifactNotFound:
+                break
+        try:
+            if data is None:
+                raise DataFormatError("it was not stored")
+            meta, sections = unpack(TRAJECTORY_TAG, data, f"trajectory of episode {i}")
+            from tunelab.workers.graph_rewrite.agent import Trajectory
+
+            trajectory = Trajectory.from_bytes(sections["npz"])
+        except (DataFormatError, KeyError, ValueError, OSError) as exc:
+            log.warning("job %s: episode %d's trajectory is lost (%s): a new episode "
+                        "replaces it", ctx.job_id, i, exc)  # fmt: skip
+            return
+        self.batch[i] = trajectory
+        self.returns[i] = float(meta.get("return", trajectory.episode_return))
+        self.env_steps += int(meta.get("steps", len(trajectory)))
+
+    def _store_trajectory(self, key: str, payload: Any, info: dict[str, Any]) -> None:
+        meta = {"return": float(info.get("return", payload.episode_return)),
+                "steps": int(info.get("steps", len(payload)))}  # fmt: skip
+        self._save(f"trajectory/{key}", pack(TRAJECTORY_TAG, meta, {"npz": payload.to_bytes()}))
 
     def tell_result(
         self,
@@ -270,6 +381,14 @@ class PPO(SearchStrategy):
         if not params.get("train"):
             return
         i = params["episode"]
+        current = params["version"] == self.version and params["policy"] == self.weights_ref
+        if not current:
+            # An earlier run's episode, run again on resume: kept for its update if that
+            # is still to come (the same policy), else of no use any more.
+            if params["version"] > self.version and value is not None and payload is not None:
+                self._store_trajectory(key, payload, info)
+                self.earlier[key] = (params, "ok")
+            return
         self.in_flight.discard(i)
         if value is None:
             self.failures += 1
@@ -280,13 +399,15 @@ class PPO(SearchStrategy):
                 )
             return  # a new episode replaces it
         self.failures = 0
-        if params["version"] != self.version or payload is None:
-            return  # played by an older policy (a resumed job): a new episode replaces it
+        if payload is None:
+            return
+        # Stored before its trial is recorded: a resumed job finds every recorded
+        # episode's trajectory.
+        self._store_trajectory(key, payload, info)
         self.batch[i] = payload
         self.returns[i] = float(info.get("return", 0.0))
         self.env_steps += int(info.get("steps", 0))
-        want = min(self.options.episodes_per_update, self.options.episodes - self.collected)
-        if len(self.batch) >= want:
+        if len(self.batch) >= self._want():
             self._update()
 
     def _update(self) -> None:
@@ -299,6 +420,7 @@ class PPO(SearchStrategy):
         returns = [self.returns[i] for i in order]
         self.batch.clear()
         self.returns.clear()
+        self.redo.clear()
         self.version += 1
         self._publish()
         if self.context is not None:
@@ -327,16 +449,21 @@ class PPO(SearchStrategy):
                         "baseline": f"eval:{m}",
                     }
                 )
+        if self.collected >= o.episodes:  # trained: the policy to apply elsewhere
+            meta = {"version": self.version, "episodes": self.collected}
+            self._save("policy", self.learner.weights(), meta)
         if self.context is not None and (
             self.version % o.checkpoint_every == 0 or self.collected >= o.episodes
         ):
-            self.context.save_checkpoint(self.version, pickle.dumps(self._state()))
+            self.context.save_checkpoint(self.version, self._checkpoint())
+        if self.collected < o.episodes:
+            self._enter()
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        return {
-            "learner": self.learner.state(),
+    def _checkpoint(self) -> bytes:
+        """The strategy's state as data: JSON, and the learner's (torch.save of tensors)."""
+        state = {
             "version": self.version,
             "collected": self.collected,
             "next_episode": self.next_episode,
@@ -345,18 +472,35 @@ class PPO(SearchStrategy):
             "weights_ref": self.weights_ref,
             "evals": self.evals,
         }
+        return pack(CHECKPOINT_TAG, state, {"learner": self.learner.state()})
 
     def _restore(self) -> None:
         from tunelab.workers.graph_rewrite.ppo import Learner
 
         if self.context is None or (saved := self.context.load_checkpoint()) is None:
             return
-        state = pickle.loads(saved[1])
-        self.learner = Learner.from_state(state["learner"])
-        self.version, self.collected = state["version"], state["collected"]
-        self.next_episode, self.env_steps = state["next_episode"], state["env_steps"]
-        self.train_s, self.weights_ref = state["train_s"], state["weights_ref"]
-        self.evals = list(state["evals"])
+        what = f"job {self.context.job_id}'s PPO checkpoint at update {saved[0]}"
+        advice = (
+            f"; to train afresh, delete it (`tunelab artifacts prune {self.context.job_id} "
+            "--keep 0`) and resume"
+        )
+        try:
+            state, sections = unpack(CHECKPOINT_TAG, saved[1], what)
+        except DataFormatError as exc:
+            raise ValueError(f"{exc}{advice}") from None
+        try:
+            learner = Learner.from_state(sections["learner"])
+            version, collected = int(state["version"]), int(state["collected"])
+            next_episode, env_steps = int(state["next_episode"]), int(state["env_steps"])
+            train_s, weights_ref = float(state["train_s"]), str(state["weights_ref"])
+            evals = [dict(e) for e in state["evals"]]
+        except Exception as exc:  # weights_only refuses anything but tensors and plain data
+            raise ValueError(
+                f"{what} cannot be restored ({type(exc).__name__}: {exc}){advice}"
+            ) from None
+        self.learner, self.version, self.collected = learner, version, collected
+        self.next_episode, self.env_steps = next_episode, env_steps
+        self.train_s, self.weights_ref, self.evals = train_s, weights_ref, evals
 
 
 def _learner(options: Any, seed: int, env: dict[str, int]) -> Any:

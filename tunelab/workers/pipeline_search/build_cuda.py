@@ -1,15 +1,16 @@
 """Building for CUDA: TVM generates the kernel's source, nvcc compiles it to a cubin.
 
-The artifact is a pickled bundle (cubin, kernel name, launch configuration, argument
-description) that `gpu.measure_cuda` runs without TVM or a compiler on the GPU node.
+The artifact is a bundle (`datafile`: the launch description as JSON, the cubin as a
+binary section; never a pickle, see `read_bundle`) that `gpu.measure_cuda` runs without
+TVM or a compiler on the GPU node.
 """
 
 from __future__ import annotations
 
-import pickle
 import re
 from typing import Any
 
+from tunelab.platform.datafile import pack, unpack
 from tunelab.platform.kinds import BuildError, Built, InvalidCandidate
 from tunelab.platform.spec import JobSpec
 from tunelab.workers.pipeline_search.nvcc import nvcc_compile
@@ -89,4 +90,19 @@ def build_cuda(spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, p: dict[str, An
         "vector": vec,
         **usage,
     }
-    return Built(pickle.dumps(bundle), info)
+    return Built(write_bundle(bundle), info)
+
+
+BUNDLE_TAG = "cuda-bundle"
+
+
+def write_bundle(bundle: dict[str, Any]) -> bytes:
+    """A build's bundle as data: everything but the cubin as JSON, the cubin as bytes."""
+    meta = {k: v for k, v in bundle.items() if k != "cubin"}
+    return pack(BUNDLE_TAG, meta, {"cubin": bundle["cubin"]})
+
+
+def read_bundle(artifact: bytes) -> dict[str, Any]:
+    """The bundle `write_bundle` stored (DataFormatError for anything else)."""
+    meta, sections = unpack(BUNDLE_TAG, artifact, "a CUDA build's bundle")
+    return {**meta, "cubin": sections["cubin"]}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -169,11 +168,11 @@ def _export_llvm(
 def _export_cuda(
     spec: JobSpec, wl: GemmWorkload | Conv2dWorkload, params: dict[str, Any], out_dir: Path
 ) -> list[Path]:
-    from tunelab.workers.pipeline_search.build_cuda import build_cuda
+    from tunelab.workers.pipeline_search.build_cuda import build_cuda, read_bundle
     from tunelab.workers.pipeline_search.schedules import pipeline, schedule_cuda
 
     built = build_cuda(spec, wl, params)  # the trial's build: TVM's source, nvcc's cubin
-    bundle = pickle.loads(built.artifact)
+    bundle = read_bundle(built.artifact)
     try:
         sch = schedule_cuda(wl, params)
         pipeline(sch, params, asynchronous=True)

@@ -15,7 +15,6 @@ exercised in CI, which has neither.
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 from tunelab.platform.kinds import Built, Measurement, RunError
@@ -120,7 +119,9 @@ def measure_cuda(
         return Measurement(_time(run, spec, ctx["flush"]), info)
 
     driver = ctx["driver"]
-    bundle = pickle.loads(built.artifact)
+    from tunelab.workers.pipeline_search.build_cuda import read_bundle
+
+    bundle = read_bundle(built.artifact)
     module = _check(driver.cuModuleLoadData(bundle["cubin"]), "cuModuleLoadData")
     try:
         kernel = _check(
