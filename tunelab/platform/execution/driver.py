@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 GRACE_S = 5.0
 CANCEL_CHECK_S = 1.0
 HEARTBEAT_CHECK_S = 2.0
+INTERRUPTED_TRIAL = "running when an earlier driver was lost: run again on resume"
 
 
 @dataclass
@@ -145,6 +146,16 @@ class JobRunner:
             self.outage.retry(finish, status)
         return status
 
+    def _interrupted(self) -> list[tuple[str, dict[str, Any]]]:
+        """(candidate, params) of the job's `running` trials: an earlier run's, lost."""
+        stmt = (
+            select(Trial.candidate, Trial.params)
+            .where(Trial.job_id == self.job_id, Trial.status == TrialStatus.running)
+            .order_by(Trial.id)
+        )
+        with self.engine.connect() as conn:
+            return [(key, params) for key, params in conn.execute(stmt)]
+
     def _priors(self, kind: JobKind) -> list[PriorTrial]:
         """Other workloads' trials for a strategy that warm-starts (read only if it does)."""
         priors = read_priors(self.engine, self.job_id, kind)
@@ -219,6 +230,11 @@ class JobRunner:
         done = {key for key, _, _ in recorded}
         for key, value, params in recorded:  # a resumed strategy learns from these
             strategy.tell(key, value, params)
+        # Trials an earlier run left `running` (its driver was lost): run again first,
+        # under the same keys, their rows replaced by the results; none stays running.
+        interrupted = self._interrupted()
+        for key, params in interrupted:
+            strategy.resumed(key, params)
         retry = jobs.retryable(self.engine, self.job_id) if retry_failed else []
         baselines = [(candidate_key(p), p) for p in kind.baselines(spec)]
         total = strategy.total + len(baselines)
@@ -226,7 +242,8 @@ class JobRunner:
             conn.execute(update(Job).where(Job.id == self.job_id).values(n_planned=total))
         recorder = Recorder(
             self.engine, self.job_id, objective=kind.primary(), lease=self.lease,
-            replace={key for key, _, _ in retry}, outage=self.outage,
+            replace={key for key, _, _ in retry} | {key for key, _ in interrupted},
+            outage=self.outage,
         )  # fmt: skip
         recorder.decided = self.decided
         recorder.flush()  # counts and heartbeat as of now
@@ -243,9 +260,11 @@ class JobRunner:
                 if "baseline" not in params and better(value, state.best, direction):
                     state.best = value
             again = {k for k, _, _ in retry}
-            state.baselines = [(k, p) for k, p, _ in retry]
+            state.baselines = [(k, p) for k, p, _ in retry] + interrupted
+            again |= {k for k, _ in interrupted}
             state.baselines += [(k, p) for k, p in baselines if k not in done | again]
             state.earlier = {k: [f"before --retry-failed: {e}"] for k, _, e in retry if e}
+            state.earlier |= {k: [INTERRUPTED_TRIAL] for k, _ in interrupted}
             state.total = total
             status = state.loop()
             if status == JobStatus.completed and finals.wanted(state):
@@ -356,7 +375,8 @@ class _LoopState:
         if self.exhausted:
             return []
         batch, self.baselines = self.baselines, []
-        batch += self.strategy.ask(max(n, self.spec.search.batch_size), self.done | self.in_flight)
+        taken = self.done | self.in_flight | {key for key, _ in batch}
+        batch += self.strategy.ask(max(n, self.spec.search.batch_size), taken)
         if not batch:
             # A strategy waiting for results in flight (a learner's batch of episodes)
             # is asked again later; otherwise the search is over.
