@@ -81,6 +81,8 @@ def test_killed_driver_resumes_without_losing_or_repeating(db_url: str, ray_clus
 
 
 def test_stale_heartbeat_is_shown_as_driver_lost(sqlite_url: str) -> None:
+    """On another host a driver is judged by its heartbeat (on this one, by its process:
+    tests/test_liveness.py)."""
     from datetime import UTC, datetime, timedelta
 
     from sqlalchemy import update
@@ -91,11 +93,13 @@ def test_stale_heartbeat_is_shown_as_driver_lost(sqlite_url: str) -> None:
     job_id = jobs.create_job(engine, parse_spec(SPEC))
     jobs.claim(engine, job_id)
     assert jobs.display_status(jobs.get_job(engine, job_id)) == "running"
-    with pytest.raises(jobs.JobStateError, match="use --force"):
+    with pytest.raises(jobs.JobStateError, match="--force"):
         jobs.claim(engine, job_id)  # its driver (this process) is alive and beating
     with engine.begin() as conn:
         old = datetime.now(UTC) - timedelta(minutes=5)
-        conn.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=old))
+        conn.execute(
+            update(Job).where(Job.id == job_id).values(heartbeat_at=old, driver_host="elsewhere")
+        )
     job = jobs.get_job(engine, job_id)
     assert jobs.display_status(job) == "running (driver lost)"
     jobs.claim(engine, job_id)  # a lost driver's job can be taken over without --force

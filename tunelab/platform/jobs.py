@@ -26,8 +26,14 @@ from tunelab.schema.models import (
 if TYPE_CHECKING:  # kinds and specs are loaded by what creates jobs, not what reads them
     from tunelab.platform.spec import JobSpec
 
-# A running job whose driver has not written for this long is taken to have lost it.
-STALE_AFTER = timedelta(seconds=30)
+# A running job whose driver runs on another host and has not beaten for this long is
+# taken to have lost it (a driver on this host is judged by its process). Its heartbeat
+# thread beats every few seconds (execution/liveness.py); the window is sized for a
+# loaded machine and a database that blinked.
+ENV_STALE_AFTER_S = "TUNELAB_STALE_AFTER_S"
+DEFAULT_STALE_AFTER_S = 120.0
+# Clock slack when comparing a process's start with the last heartbeat of a driver.
+PID_SLACK_S = 1.0
 
 
 class JobNotFound(LookupError):
@@ -102,27 +108,67 @@ def get_job(engine: Engine, job_id: int) -> Job:
         return job
 
 
-def driver_gone(job: Job) -> bool:
-    """Whether the job's driver ran on this host and its process no longer exists."""
+def stale_after() -> timedelta:
+    """How long a driver on another host may go without a heartbeat: TUNELAB_STALE_AFTER_S,
+    else 2 minutes."""
+    raw = os.environ.get(ENV_STALE_AFTER_S, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_STALE_AFTER_S
+    except ValueError:
+        seconds = DEFAULT_STALE_AFTER_S
+    return timedelta(seconds=seconds if seconds > 0 else DEFAULT_STALE_AFTER_S)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)  # SQLite: naive, in UTC
+
+
+def last_beat(job: Job) -> datetime:
+    """When the job's driver last said it was alive (its claim counts)."""
+    return _aware(job.heartbeat_at or job.started_at or job.created_at)
+
+
+def driver_alive(job: Job) -> bool | None:
+    """Whether the job's driver process still runs, when it ran on this host; None when it
+    ran on another host (or no pid was recorded): only its heartbeat can tell then.
+
+    A pid the system gave to a new process after the driver died is no driver: a process
+    started after the driver's last heartbeat (which the driver wrote while it lived)
+    cannot be it. A zombie is no driver either."""
     host, pid = getattr(job, "driver_host", None), getattr(job, "driver_pid", None)
     if host != socket.gethostname() or not pid:
-        return False
+        return None
     import psutil
 
-    return not psutil.pid_exists(pid)
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        started = proc.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's process: it exists, its start unknown
+        return True
+    return started <= last_beat(job).timestamp() + PID_SLACK_S
 
 
 def is_stale(job: Job, now: datetime | None = None) -> bool:
-    """A running job whose driver stopped writing (or, on this host, no longer exists):
-    it died and the job can be resumed."""
+    """A running job whose driver is gone: on this host, its process no longer exists
+    (while it does, never, however long it has been silent); on another, it has not
+    beaten for `stale_after()`. Such a job can be resumed without --force."""
     if job.status != JobStatus.running:
         return False
-    if driver_gone(job):
-        return True
-    beat = job.heartbeat_at or job.started_at or job.created_at
-    if beat.tzinfo is None:  # SQLite hands back naive datetimes
-        beat = beat.replace(tzinfo=UTC)
-    return (now or datetime.now(UTC)) - beat > STALE_AFTER
+    alive = driver_alive(job)
+    if alive is not None:
+        return not alive
+    return (now or datetime.now(UTC)) - last_beat(job) > stale_after()
+
+
+def beat(engine: Engine, job_id: int, lease: int) -> bool:
+    """Write a driver's heartbeat; False when the job is no longer held under `lease`."""
+    stmt = update(Job).where(Job.id == job_id, Job.lease == lease)
+    with engine.begin() as conn:
+        return conn.execute(stmt.values(heartbeat_at=datetime.now(UTC))).rowcount > 0
 
 
 WAITING = "waiting for resources"  # as execution/pool.py notes it
@@ -154,18 +200,20 @@ def check_resumable(
     job: Job, *, force: bool = False, now: datetime | None = None, retry_failed: bool = False
 ) -> None:
     """Raise JobStateError for a completed job (unless `retry_failed`: its lost and timed
-    out trials run again) and for one that another live driver runs (a running job with a
-    fresh heartbeat) unless `force`. A cancelled job can be resumed: a cancel is a pause."""
+    out trials run again) and for one that another live driver runs (see `is_stale`)
+    unless `force`. A cancelled job can be resumed: a cancel is a pause."""
     if job.status == JobStatus.completed and not retry_failed:
         raise JobStateError(
             f"job {job.id} is completed; nothing to run (--retry-failed runs its lost and "
             "timed-out trials again)"
         )
     if job.status == JobStatus.running and not is_stale(job, now) and not force:
-        beat = f" (heartbeat {job.heartbeat_at:%H:%M:%S})" if job.heartbeat_at else ""
+        seen = f"last heartbeat {last_beat(job).astimezone():%H:%M:%S}"
+        if driver_alive(job):
+            seen = f"its process is alive, {seen}"
         raise JobStateError(
-            f"job {job.id} is running under {job.driver_host} pid {job.driver_pid}{beat}; "
-            "use --force if that driver is gone"
+            f"job {job.id} is running under {job.driver_host} pid {job.driver_pid} ({seen}); "
+            "`resume --force` takes it over (that driver records what it measured and stops)"
         )
 
 

@@ -1,4 +1,5 @@
-"""Recording trials in batches: idempotent inserts plus the job's progress and heartbeat."""
+"""Recording trials in batches: idempotent inserts plus the job's progress (its heartbeat is
+the driver's heartbeat thread's: execution/liveness.py)."""
 
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ class Recorder:
     A flush inserts with ON CONFLICT DO NOTHING on (job, candidate), so recording the
     same candidate twice (a resumed job, a retried flush) keeps the first row; a final
     result replaces a `running` row of its candidate. The same transaction refreshes the
-    job's counts, best trial and heartbeat. A flush that fails keeps its buffer, so the
-    next one writes it: nothing measured is dropped while the database is away.
+    job's counts and best trial, under the driver's lease. A flush that fails keeps its
+    buffer, so the next one writes it: nothing measured is dropped while the database is
+    away, nor when another driver took the job over (`hand_over`).
 
     With an `outage`, a flush while the database is unreachable or full does not raise:
     it returns False and later flushes retry (see `Outage`), so the caller goes on
@@ -196,7 +198,7 @@ class Recorder:
         return time.monotonic() - self._last_flush >= self.max_wait_s
 
     def flush(self) -> bool:
-        """Write buffered trials (if any), the job's counts and its heartbeat; True once
+        """Write buffered trials (if any) and the job's counts; True once
         written. On a database error the buffer is kept and the error raised; with an
         `outage`, one that says the database is away returns False instead (and so does
         every flush until its backoff has passed), until the outage limit: DatabaseOutage."""
@@ -217,7 +219,22 @@ class Recorder:
         else:
             self.outage.retry(self._write)
 
-    def _write(self) -> None:
+    def hand_over(self) -> int:
+        """After a takeover (LostOwnership): write the buffered results without the lease,
+        waiting out an outage; returns how many. Each is kept only if the job has no final
+        result for its candidate yet (the first result recorded wins, whichever driver
+        measured it), so the driver that took over never sees a result replaced; it counts
+        them in its next flush. Placeholders of evaluations this driver gave up are not
+        written."""
+        n = len(self._rows)
+        self._running.clear()
+        if self.outage is None:
+            self._write(hand_over=True)
+        else:
+            self.outage.retry(self._write, hand_over=True)
+        return n
+
+    def _write(self, *, hand_over: bool = False) -> None:
         rows = [dict(r) for r in self._rows]
         with self.engine.begin() as conn:
             env_ids = dict(self._env_ids)
@@ -248,8 +265,9 @@ class Recorder:
                 conn.execute(insert_ignore(self.engine, Trial.__table__), rows)
             # Counted again only when it may have changed: a busy trial, or a row replaced.
             recount = bool(finals) or any(is_busy(r["node_health"]) for r in rows)
-            refresh_job(conn, self.job_id, self.objective, lease=self.lease,
-                        keep_best=self.decided, recount_busy=recount)  # fmt: skip
+            if not hand_over:
+                refresh_job(conn, self.job_id, self.objective, lease=self.lease,
+                            keep_best=self.decided, recount_busy=recount)  # fmt: skip
         # Committed: only now is the buffer let go.
         self._env_ids = env_ids
         self._pending_envs.clear()
@@ -284,7 +302,7 @@ def refresh_job(
     keep_best: bool = False,
     recount_busy: bool = False,
 ) -> None:
-    """Set a job's counts, best trial and heartbeat from its recorded trials (its best
+    """Set a job's counts and best trial from its recorded trials (its best
     too, unless `keep_best`: a final-round verdict named it; its trials measured on a busy
     node with `recount_busy`). With `lease`, only while the job is still held under it:
     else LostOwnership (and the caller's transaction, with whatever it wrote, is rolled
@@ -311,7 +329,6 @@ def refresh_job(
         stmt = stmt.where(Job.lease == lease)
     values: dict[str, Any] = {
         "n_done": n_done, "n_ok": n_ok, "n_failed": n_done - n_ok - n_built,
-        "heartbeat_at": datetime.now(UTC),
     }  # fmt: skip
     if recount_busy:
         values["busy_trials"] = conn.execute(

@@ -90,6 +90,8 @@ def _job_select() -> Select[Any]:
             Job.error,
             Job.heartbeat_at,
             Job.started_at,
+            Job.driver_host,
+            Job.driver_pid,
         )
         .join(Workload, Workload.id == Job.workload_id)
         .outerjoin(best, best.c.id == Job.best_trial_id)
@@ -97,8 +99,8 @@ def _job_select() -> Select[Any]:
 
 
 def _job_row(r: Any, now: datetime) -> JobRow:
-    # The row has the Job columns display_status reads (status and the heartbeat, start
-    # and creation times), under their names.
+    # The row has the Job columns display_status reads (status, the heartbeat, start and
+    # creation times, the driver's host and pid), under their names.
     return JobRow(
         id=r.id, name=r.name, kind=r.kind, target=r.target, status=platform_jobs.display_status(r),
         workload=r.workload, strategy=r.strategy or "-", n_planned=r.n_planned,

@@ -10,14 +10,11 @@ times and then recorded as `worker_lost`. Nothing is recorded twice.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +25,7 @@ from tunelab.platform import artifacts, jobs, kind_data
 from tunelab.platform.execution import finals
 from tunelab.platform.execution.assembly import Pending, Result, trial_fields
 from tunelab.platform.execution.chunking import Chunker
+from tunelab.platform.execution.liveness import Heartbeat, Interrupts, await_hand_over
 from tunelab.platform.execution.pool import POLL_S, EvalPool, JobError, Worker, connect_ray
 from tunelab.platform.kinds import JobKind, WorkerAccess, candidate_key, get_kind
 from tunelab.platform.objectives import better
@@ -36,7 +34,7 @@ from tunelab.platform.recorder import Recorder
 from tunelab.platform.search.priors import PriorTrial, read_priors
 from tunelab.platform.search.space import Space, as_space
 from tunelab.platform.search.strategies import SearchStrategy, make_strategy
-from tunelab.platform.spec import JobSpec, parse_spec
+from tunelab.platform.spec import JobSpec, SpecError, parse_spec
 from tunelab.platform.steps import StepWriter
 from tunelab.schema.models import Job, JobStatus, Trial, TrialStatus
 from tunelab.workers.context import JobHandle
@@ -51,6 +49,7 @@ GRACE_S = 5.0
 CANCEL_CHECK_S = 1.0
 HEARTBEAT_CHECK_S = 2.0
 INTERRUPTED_TRIAL = "running when an earlier driver was lost: run again on resume"
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 
 
 @dataclass
@@ -122,18 +121,43 @@ class JobRunner:
     def run(
         self, *, ray_address: str | None = None, force: bool = False, retry_failed: bool = False
     ) -> JobStatus:
-        job = jobs.claim(self.engine, self.job_id, force=force, retry_failed=retry_failed)
-        self.lease = job.lease
-        self.decided = job.verdict is not None  # an earlier run's final rounds named the best
-        spec = parse_spec(job.spec, f"job {self.job_id}")
-        finish = functools.partial(jobs.finish, self.engine, self.job_id, lease=self.lease)
+        # SIGTERM ends the driver as interrupted from here on, whatever it is doing
+        # (execution/liveness.py), and its heartbeat beats from the claim on.
+        with Interrupts() as interrupts:
+            before = jobs.get_job(self.engine, self.job_id) if force else None
+            job = jobs.claim(self.engine, self.job_id, force=force, retry_failed=retry_failed)
+            self.lease = job.lease
+            self.decided = job.verdict is not None  # an earlier run's final rounds named it
+            finish = functools.partial(jobs.finish, self.engine, self.job_id, lease=self.lease)
+            interrupts.on_stuck = functools.partial(finish, JobStatus.interrupted, INTERRUPTED)
+            heartbeat = Heartbeat(self.engine, self.job_id, self.lease).start()
+            try:
+                return self._claimed(job, before, interrupts, finish, ray_address, retry_failed)
+            finally:
+                heartbeat.stop()
+
+    def _claimed(
+        self, job: Job, before: Job | None, interrupts: Interrupts,
+        finish: Callable[..., None], ray_address: str | None, retry_failed: bool,
+    ) -> JobStatus:  # fmt: skip
+        """Run the claimed job; whatever stops it is recorded on the job."""
         try:
-            connect_ray(ray_address)
-            with _sigterm_as_interrupt():  # after Ray's start-up, which sets its own
-                status = self._run(spec, get_kind(spec.kind), retry_failed)
+            if before is not None:
+                await_hand_over(before, self.job_id)
+            try:
+                spec = parse_spec(job.spec, f"job {self.job_id}")
+                kind = get_kind(spec.kind)
+            except (SpecError, KeyError) as exc:  # e.g. a kind changed or gone since
+                raise JobError(f"its spec no longer holds: {exc.args[0]}") from None
+            try:
+                connect_ray(ray_address)
+            except SystemExit as exc:  # Ray's own SIGTERM handler, set while it starts
+                interrupts.acted()
+                raise KeyboardInterrupt from exc
+            interrupts.install()  # after Ray's start-up, which set its own
+            status = self._run(spec, kind, retry_failed)
         except KeyboardInterrupt:
-            why = "interrupted (Ctrl-C or SIGTERM)"
-            self.outage.attempt(finish, JobStatus.interrupted, why)
+            self.outage.attempt(finish, JobStatus.interrupted, INTERRUPTED)
             raise
         except DatabaseOutage:  # nothing can be written: the job stays running, resumable
             raise
@@ -273,7 +297,13 @@ class JobRunner:
         finally:
             if state is not None:
                 state.stop()
-            recorder.drain()
+            try:
+                recorder.drain()
+            except jobs.LostOwnership:
+                n = recorder.hand_over()  # what this driver measured is not thrown away
+                log.warning("job %s: taken over by another driver; recorded the %d results "
+                            "measured here that it had not", self.job_id, n)  # fmt: skip
+                raise
 
 
 @dataclass
@@ -684,8 +714,8 @@ class _LoopState:
                 status, lease = got if got is not None else (None, runner.lease)
                 if lease != runner.lease:
                     raise jobs.LostOwnership(
-                        f"job {runner.job_id} was taken over by another driver: "
-                        "this one stops (what it had not recorded is left to the other)"
+                        f"job {runner.job_id} was taken over by another driver: this one "
+                        "records what it measured and stops"
                     )
                 if status == JobStatus.cancelled:
                     return JobStatus.cancelled
@@ -698,24 +728,6 @@ class _LoopState:
             self.ray.kill(ev.worker.actor, no_restart=True)
         self.builds.clear()
         self.measures.clear()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends a driver as Ctrl-C does (the job is marked interrupted), when the
-    driver runs in the main thread (signal handlers can only be set there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_job(
