@@ -29,6 +29,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import signal
 import time
 from typing import Any, ClassVar
 
@@ -45,6 +47,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_TAG = "ppo-checkpoint"
 TRAJECTORY_TAG = "ppo-trajectory"
+# Fault injection for tests (tests/test_ppo_resume.py): the driver SIGKILLs itself right
+# after saving the artifact of this name, before anything else is recorded.
+KILL_AFTER_SAVE = "TUNELAB_TEST_KILL_AFTER_SAVE"
 
 
 class _Planned(SearchStrategy):
@@ -212,6 +217,8 @@ class PPO(SearchStrategy):
         content (artifacts are written once); the name used."""
         ctx = self._context()
         used, _ = save_new_version(lambda n: ctx.save_artifact(n, data, meta), name)
+        if os.environ.get(KILL_AFTER_SAVE) == used:
+            os.kill(os.getpid(), signal.SIGKILL)
         if used != name:
             log.warning("job %s: %s exists with other content: saved as %s", ctx.job_id,
                         name, used)  # fmt: skip
