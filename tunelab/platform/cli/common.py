@@ -94,6 +94,16 @@ def classify(exc: BaseException) -> tuple[Exit, str] | None:
         cls = getattr(module, class_name, None) if module is not None else None
         if cls is not None and isinstance(exc, cls):
             return code, f"{prefix}{exc}"
+    if "sqlalchemy" in sys.modules:  # a database full or gone mid-write: one line, exit 3
+        from tunelab.platform.outage import is_outage
+
+        if is_outage(exc):
+            orig = getattr(exc, "orig", None) or exc
+            lines = str(orig).strip().splitlines()
+            return Exit.DB_UNREACHABLE, (
+                f"the database failed a write: {lines[0] if lines else type(orig).__name__}"
+                " (full disk or unreachable); what it had not recorded was not kept"
+            )
     return None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from tunelab.platform.search.space import ListSpace, Space, as_space
 from tunelab.platform.search.strategies import Prediction, make_strategy
 from tunelab.platform.spec import JobSpec, SearchSpec, parse_spec
 from tunelab.schema.models import Environment, Job, JobStatus, TrialStatus
+
+log = logging.getLogger(__name__)
 
 
 class ReplayError(Exception):
@@ -346,11 +349,50 @@ def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: Se
     """Store a replay as a completed job (its trials carry the recorded latencies, every
     repeat where the sweep kept them, and the predictions made during the replay), so the
     dashboard can show it. The job plans exactly the trials the replay ran, as a driver
-    would have. Returns its id."""
+    would have. Returns its id.
+
+    Recorded whole or not at all: every trial in one transaction. If that fails (a full
+    disk), the job, of which nothing was recorded, is deleted again, or where even that
+    fails, marked failed with the reason; no job is left pending for nothing to run."""
     spec = sweep.spec.model_copy(
         update={"search": search, "name": f"{sweep.spec.name} replay {result.strategy}"}
     )
     job_id = jobs.create_job(engine, spec)
+    try:
+        _record(engine, job_id, spec, sweep, result)
+    except BaseException as exc:
+        _abandon(engine, job_id, exc)
+        raise
+    return job_id
+
+
+def _abandon(engine: Engine, job_id: int, exc: BaseException) -> None:
+    """Delete a recorded replay's job with no trials; else (or if that fails) mark it failed."""
+    from sqlalchemy import delete, exists, func
+
+    from tunelab.schema.models import Trial
+
+    # Closed first: SQLite's write-ahead log keeps the failed transaction's room (on a
+    # full disk, all there was) until its last connection closes.
+    engine.dispose()
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                delete(Job).where(Job.id == job_id, ~exists().where(Trial.job_id == job_id))
+            )
+            if not conn.execute(select(func.count()).where(Job.id == job_id)).scalar_one():
+                return
+    except Exception as gone:  # marking it failed is tried next
+        log.warning("job %s: not deleted (%s)", job_id, gone)
+    lines = str(exc).strip().splitlines()
+    why = f"recording the replay failed: {type(exc).__name__}: {lines[0] if lines else ''}"
+    try:
+        jobs.finish(engine, job_id, JobStatus.failed, why[:2000])
+    except Exception as also:
+        log.warning("job %s: could not be marked failed (%s) after %s", job_id, also, why)
+
+
+def _record(engine: Engine, job_id: int, spec: JobSpec, sweep: Sweep, result: ReplayResult) -> None:
     with engine.begin() as conn:
         conn.execute(
             update(Job)
@@ -358,7 +400,8 @@ def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: Se
             .values(n_planned=len(result.keys), started_at=datetime.now(UTC))
         )
     kind = get_kind(spec.kind)
-    recorder = Recorder(engine, job_id, objective=kind.primary())
+    n = len(result.keys) + 1  # one flush, one transaction
+    recorder = Recorder(engine, job_id, objective=kind.primary(), max_rows=n, max_buffer=n + 1)
     for key, pred in zip(result.keys, result.predictions, strict=True):
         t = sweep.trials[key]
         extra = {k: v for k, v in t.get("extra", {}).items() if k != "baseline"}
@@ -375,7 +418,6 @@ def record_replay(engine: Engine, sweep: Sweep, result: ReplayResult, search: Se
         )
     recorder.flush()
     jobs.finish(engine, job_id, JobStatus.completed)
-    return job_id
 
 
 def _recorded_repeats(t: dict[str, Any]) -> list[float] | None:
