@@ -55,6 +55,10 @@ DEFAULT_IDLE_S = 600.0
 # ray/_private/node.py), so a start that times out there is tried again.
 DEFAULT_START_TIMEOUT_S = 120.0
 DEFAULT_START_ATTEMPTS = 3
+# One per CPU node of the clusters started here: a job measuring with a whole node
+# (`node` placement) holds it, so a second such job queues for the node instead of
+# measuring beside the first.
+MEASURE_RESOURCE = "tunelab_measure"
 
 
 class ClusterError(RuntimeError):
@@ -335,6 +339,8 @@ def up(
                 cmd += ["--num-gpus", "1"]
                 if state.simulated_gpus:
                     cmd += ["--resources", json.dumps({"simulated_gpu": 1})]
+            else:
+                cmd += ["--resources", json.dumps({MEASURE_RESOURCE: 1})]
             role = f"ray-{'gpu' if gpu else 'cpu'}-worker-{i}"
             state.procs.append(_spawn(role, cmd, env, directory))
             _save(state, directory)
@@ -593,7 +599,8 @@ def _start_warm(directory: Path, timeout_s: float, idle_s: float) -> ClusterStat
     cmd = [_ray_bin(), "start", "--head", "--port", str(port), "--num-cpus", str(_cpus()),
            "--include-dashboard", "false", "--dashboard-port", str(free_port()),
            "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
-           "--ray-client-server-port", str(free_port()), "--block", "--temp-dir",
+           "--ray-client-server-port", str(free_port()),
+           "--resources", json.dumps({MEASURE_RESOURCE: 1}), "--block", "--temp-dir",
            state.temp_dir, "--disable-usage-stats", *_own_ports()]  # fmt: skip
     try:
         state.procs.append(_spawn("ray-head", cmd, env, directory))

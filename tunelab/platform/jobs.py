@@ -184,16 +184,17 @@ def display_status(job: Job) -> str:
     return job.status
 
 
-def note_waiting(engine: Engine, job_id: int, lease: int, note: str | None) -> None:
+def note_waiting(engine: Engine, job_id: int, lease: int, note: str | None) -> bool:
     """Record what a running job waits for (None: nothing now), with a heartbeat: a queued
-    job is not one whose driver is lost."""
+    job is not one whose driver is lost. False when the job is no longer this driver's to
+    run (cancelled, taken over)."""
     stmt = (
         update(Job)
         .where(Job.id == job_id, Job.lease == lease, Job.status == JobStatus.running)
         .values(error=note, heartbeat_at=datetime.now(UTC))
     )
     with engine.begin() as conn:
-        conn.execute(stmt)
+        return bool(conn.execute(stmt).rowcount)
 
 
 def check_resumable(

@@ -140,6 +140,7 @@ def _demand(options: dict[str, Any]) -> dict[str, float]:
     need = {"CPU": float(options.get("num_cpus", 1) or 0)}
     if options.get("num_gpus"):
         need["GPU"] = float(options["num_gpus"])
+    need.update(options.get("resources") or {})
     return {r: n for r, n in need.items() if n > 0}
 
 
@@ -183,7 +184,7 @@ class EvalPool:
         resources: Resources,
         what: str = "this job",
         threads: int | None = None,
-        on_wait: Callable[[str | None], None] | None = None,
+        on_wait: Callable[[str | None], bool | None] | None = None,
     ) -> None:
         import ray
 
@@ -213,6 +214,8 @@ class EvalPool:
             raise JobError("the Ray cluster has no node with a CPU for evaluations")
         for options in placements:
             self._start(options)
+        if on_wait is not None:  # a driver's pool: the job starts once it has a worker
+            self.wait_ready()
 
     def _placements(self) -> list[dict[str, Any]]:
         ray, res = self.ray, self.resources
@@ -233,6 +236,8 @@ class EvalPool:
             return [{"num_cpus": res.evaluate_cpus, **_threads(threads)} for _ in range(n)]
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        from tunelab.platform.cluster import MEASURE_RESOURCE
+
         nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
         placements = []
         for n in nodes:
@@ -243,13 +248,14 @@ class EvalPool:
                     f"{cpus} CPUs: a measurement never oversubscribes its node"
                 )
             self.node_cpus[n["NodeID"]] = cpus
-            placements.append(
-                {
-                    "num_cpus": 1,
-                    "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-                    **_threads(self.threads or cpus),
-                }
-            )
+            placement = {
+                "num_cpus": 1,
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                **_threads(self.threads or cpus),
+            }
+            if n["Resources"].get(MEASURE_RESOURCE):  # the node alone: other jobs queue
+                placement["resources"] = {MEASURE_RESOURCE: 1}
+            placements.append(placement)
         return placements
 
     @staticmethod
@@ -416,7 +422,8 @@ class EvalPool:
             if note and self.on_wait and (said_at is None or time.monotonic() - said_at > 5):
                 if said_at is None:
                     log.info("%s", note)
-                self.on_wait(note)
+                if self.on_wait(note) is False:
+                    raise JobError("the job stopped (cancelled?) while waiting for resources")
                 said_at = time.monotonic()
             time.sleep(POLL_S)
         if said_at is not None and self.on_wait:
