@@ -22,6 +22,10 @@ PG_ADMIN_URL = os.environ.get(
     "TUNELAB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 
+# A driver given no cluster starts the warm local Ray of its data directory (each test
+# has its own): here it stops as soon as its last driver ends, so no test leaves one up.
+os.environ.setdefault("TUNELAB_RAY_IDLE_S", "0")
+
 # Ray workers import tests.faulty_kinds by name; they inherit this environment.
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
