@@ -56,6 +56,7 @@ def test_a_forced_takeover_stops_the_old_driver(db_url: str, ray_cluster: str) -
     _, err = old.communicate(timeout=60)  # the old one notices within a second or two
     assert old.returncode == 4, err
     assert "taken over by another driver" in err and "Traceback" not in err
+    assert "recorded the" in err and "measured here that it had not" in err  # handed over
     _, err = new.communicate(timeout=300)
     assert new.returncode == 0, err
     job = jobs.get_job(engine, job_id)

@@ -214,7 +214,7 @@ def check_resumable(
             seen = f"its process is alive, {seen}"
         raise JobStateError(
             f"job {job.id} is running under {job.driver_host} pid {job.driver_pid} ({seen}); "
-            "`resume --force` takes it over (that driver records what it measured and stops)"
+            "use --force to take it over (that driver records what it measured and stops)"
         )
 
 
