@@ -24,6 +24,7 @@ import psutil
 import pytest
 from sqlalchemy import update
 
+from tests.test_db_outage import Server, server  # noqa: F401  (a PostgreSQL of its own)
 from tunelab.platform import jobs
 from tunelab.platform.recorder import Recorder
 from tunelab.platform.spec import parse_spec
@@ -76,11 +77,11 @@ def _end(pid: int) -> None:
 @pytest.fixture
 def silent_ray() -> Iterator[str]:
     """A Ray address where something accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("0.0.0.0", 0))  # Ray may dial the node's own address for 127.0.0.1
-    server.listen(64)
-    yield f"127.0.0.1:{server.getsockname()[1]}"
-    server.close()
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))  # Ray may dial the node's own address for 127.0.0.1
+    listener.listen(64)
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
 
 
 @pytest.fixture
@@ -278,6 +279,36 @@ def test_sigterm_while_waiting_for_ray_interrupts_at_once(sqlite_url: str, close
             driver.communicate()
     assert driver.returncode == 130, out
     assert took < 15 and "did not act on the signal" not in out, (took, out)
+    assert jobs.get_job(engine, job_id).status == "interrupted"
+
+
+def test_heartbeat_rides_out_the_database_going_away(
+    server: Server,  # noqa: F811
+    silent_ray: str,
+) -> None:
+    """The driver's heartbeat thread keeps trying while its database is stopped and beats
+    again once it answers; the driver never notices (its main thread is in Ray's start-up)."""
+    engine = get_engine(server.url)
+    job_id = jobs.create_job(engine, parse_spec(SPEC))
+    driver = _driver(job_id, server.url, silent_ray, {"TUNELAB_HEARTBEAT_S": "0.3"})
+    try:
+        _claimed(engine, job_id, driver)
+        server.stop()
+        time.sleep(3)  # an outage of a few seconds, beats failing all along
+        assert driver.poll() is None
+        server.start()
+        back = datetime.now(UTC)
+        beat = lambda: jobs.last_beat(jobs.get_job(engine, job_id))  # noqa: E731
+        _until("a heartbeat after the outage", lambda: beat() > back, 60)
+        assert driver.poll() is None
+        driver.send_signal(signal.SIGTERM)
+        out, _ = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+    assert driver.returncode == 130, out
+    assert "heartbeat not written, retrying" in out and "heartbeat written again" in out, out
     assert jobs.get_job(engine, job_id).status == "interrupted"
 
 
