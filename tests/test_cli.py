@@ -181,12 +181,13 @@ def test_submit_wait_then_query_and_export(tmp_path: Path, db_url: str, ray_clus
     spec = write_spec(tmp_path, SPEC)
     proc = tunelab("submit", str(spec), "--wait", "--db", db_url, "--ray", ray_cluster, check=0)
     job_id = int(proc.stdout.split()[0])
-    # Four searched candidates, ranked; NumPy's matmul measured once beside them.
+    # Four searched candidates, ranked; NumPy's matmul measured beside them (two baselines).
     assert "Best 4 trials" in proc.stdout and "database:" in proc.stdout
-    assert "baseline numpy:" in proc.stdout
+    # NumPy at the candidates' threads and at one, each in a process of its own.
+    assert "baseline numpy" in proc.stdout and "baseline numpy@1t" in proc.stdout
 
     listed = json.loads(tunelab("jobs", "--db", db_url, "--format", "json", check=0).stdout)
-    assert [(j["id"], j["status"], j["done"]) for j in listed] == [(job_id, "completed", 5)]
+    assert [(j["id"], j["status"], j["done"]) for j in listed] == [(job_id, "completed", 6)]
     assert "completed" in tunelab("show", str(job_id), "--db", db_url, check=0).stdout
 
     top = json.loads(
@@ -203,18 +204,18 @@ def test_submit_wait_then_query_and_export(tmp_path: Path, db_url: str, ray_clus
             ).stdout.splitlines()
         )
     )
-    assert len(rows) == 5 and {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
 
     for fmt in ("csv", "jsonl", "parquet"):
         out = tmp_path / f"trials.{fmt}"
         tunelab("export", str(job_id), "--format", fmt, "-o", str(out), "--db", db_url, check=0)
         if fmt == "parquet":
             table = pq.read_table(out)
-            assert table.num_rows == 5 and "param_stages" in table.column_names
+            assert table.num_rows == 6 and "param_stages" in table.column_names
         elif fmt == "jsonl":
-            assert len(out.read_text().splitlines()) == 5
+            assert len(out.read_text().splitlines()) == 6
         else:
-            assert len(list(csv.DictReader(out.open()))) == 5
+            assert len(list(csv.DictReader(out.open()))) == 6
     # A completed job cannot be cancelled or resumed.
     tunelab("cancel", str(job_id), "--db", db_url, check=4)
     tunelab("resume", str(job_id), "--wait", "--db", db_url, check=4)

@@ -122,7 +122,7 @@ def test_cluster_runs_a_job_survives_a_lost_worker_and_stops_cleanly(tmp_path: P
         assert {t.candidate for t in trials} == space  # nothing lost
         with engine.connect() as conn:
             n = conn.execute(select(func.count()).where(Trial.job_id == job_id)).scalar_one()
-        assert n == len(space) == 32 + 1  # nothing twice (32 candidates + NumPy baseline)
+        assert n == len(space) == 32 + 2  # nothing twice (32 candidates + NumPy, 2 threads and 1)
         assert {t.status for t in trials} == {"ok"}, [
             (t.status, t.error, t.attempt_errors) for t in trials if t.status != "ok"
         ]
@@ -142,7 +142,7 @@ def test_cluster_runs_a_job_survives_a_lost_worker_and_stops_cleanly(tmp_path: P
         assert via_api.stdout.strip().startswith("tunelab-via-jobs-api-")
         assert "SUCCEEDED" in via_api.stderr and "Best 2 trials" in via_api.stderr
         recorded = [j for j in jobs.list_jobs(engine) if j.name == "via-jobs-api"]
-        assert [(j.status, j.n_done) for j in recorded] == [("completed", 2 + 1)]  # + NumPy
+        assert [(j.status, j.n_done) for j in recorded] == [("completed", 2 + 2)]  # + NumPy x2
 
         # Neither RAY_ADDRESS nor a token given: a submit from this data directory joins
         # the cluster `tunelab cluster up` runs from it instead of starting a local Ray.

@@ -64,7 +64,7 @@ CUDA_BASE = "nvidia/cuda:12.6.3-devel-ubuntu24.04"  # deploy/Dockerfile.gpu's de
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-# 8 candidates and the NumPy baseline; 3 short repeats each; no final rounds.
+# 8 candidates and the NumPy baselines (all threads, one); 3 short repeats each; no final rounds.
 PIPELINE = {
     "name": "compose-e2e",
     "kind": "pipeline-search",
@@ -337,7 +337,7 @@ def test_a_job_through_the_jobs_api_survives_a_killed_worker(stack: Stack, tmp_p
     spec = parse_spec(PIPELINE)
     kind = get_kind(spec.kind)
     space = {candidate_key(p) for p in kind.space(spec) + kind.baselines(spec)}
-    assert len(space) == 8 + 1  # the candidates and the NumPy baseline
+    assert len(space) == 8 + 2  # the candidates and the NumPy baselines
 
     workers = stack.containers("cpu-worker")
     assert len(workers) == 2

@@ -135,17 +135,16 @@ class PipelineSearch(JobKind):
 
     def baselines(self, spec: JobSpec) -> list[dict[str, Any]]:
         """cuBLAS through torch.matmul on a GPU. NumPy's BLAS on the CPU, in a process of
-        its own (`library.py`), at the candidates' thread count (`numpy`) and, unless that
-        is one, at one thread (`numpy@1t`). conv2d has no GEMM library baseline here (its
-        im2col would be measured, not the library's conv)."""
+        its own (`library.py`), at the candidates' thread count (`numpy`) and, unless the
+        spec sets that to one, at one thread (`numpy@1t`; decided from the spec alone, so
+        the same before and after the measuring node is known). conv2d has no GEMM library
+        baseline here (its im2col would be measured, not the library's conv)."""
         wl = self.workload_model.model_validate(spec.workload)
         if spec.measure.build_only or wl.op != "gemm":
             return []
         if spec.target.kind == "cuda":
             return [{"baseline": "cublas"}]
-        machine = spec.target.machine
-        threads = spec.measure.threads or (machine.threads if machine else None)
-        one = [] if threads == 1 else [{"baseline": "numpy@1t", "threads": 1}]
+        one = [] if spec.measure.threads == 1 else [{"baseline": "numpy@1t", "threads": 1}]
         return [{"baseline": "numpy"}, *one]
 
     # -- build (CPU task) ---------------------------------------------------------------
