@@ -10,7 +10,8 @@ import typer
 from tunelab.platform.cli.common import Exit, err, fail, out
 
 app = typer.Typer(
-    help="A cluster on this machine without Docker (see docker-compose.yml for the real one).",
+    help="A cluster on this machine without Docker (see docker-compose.yml for the real one), "
+    "and the warm local Ray that drivers given no --ray start and share.",
     no_args_is_help=True,
 )
 
@@ -87,7 +88,8 @@ def _print_cluster(info: dict[str, Any] | None) -> None:
         table.add_row(p["role"], str(p["pid"] or "-"), "yes" if p["running"] else "[red]no[/]",
                       p["log"])  # fmt: skip
     out.print(table)
-    out.print("submit to it:  eval $(tunelab cluster env) && tunelab submit SPEC --wait")
+    if info["idle_s"] is None:  # drivers of this data directory use the warm one unasked
+        out.print("submit to it:  eval $(tunelab cluster env) && tunelab submit SPEC --wait")
 
 
 @app.command("status")
