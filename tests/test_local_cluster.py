@@ -170,6 +170,23 @@ def test_unreachable_ray_fails_fast_in_one_line(tmp_path: Path, dirs: Dirs) -> N
     assert cluster.load_state(tmp_path / "a" / "cluster") is None  # no local Ray was started
 
 
+def test_a_local_ray_that_will_not_start_exits_3_and_leaves_nothing(
+    tmp_path: Path, dirs: Dirs
+) -> None:
+    # Too short a start-up for any machine: every try fails; each is cleaned up.
+    env = dirs.env("a", TUNELAB_RAY_START_TIMEOUT_S="0.5", TUNELAB_RAY_START_ATTEMPTS="2")
+    code, _, err, _ = _run(env, "submit", str(_spec(tmp_path, ONE_TRIAL, "one")), "--wait",
+                           timeout=300)  # fmt: skip
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 3, err
+    assert len(lines) == 1 and "Ray did not start on this machine in 2 tries" in lines[0]
+    assert "TUNELAB_RAY_START_TIMEOUT_S" in lines[0]  # what to try
+    [job] = _jobs(env)
+    assert job["status"] == "failed" and job["done"] == 0
+    assert cluster.load_state(tmp_path / "a" / "cluster") is None
+    assert _wait_for(lambda: not dirs.leftovers(), 30), dirs.leftovers()
+
+
 @pytest.mark.slow
 def test_a_job_starts_and_completes_under_load_and_the_idle_cluster_stops(
     tmp_path: Path, dirs: Dirs

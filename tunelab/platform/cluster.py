@@ -545,7 +545,7 @@ def join_or_start(directory: Path | None = None) -> ClusterState:
                 state = _start_warm(directory, timeout_s, idle_s)
             except ClusterError as exc:
                 why = str(exc)
-                log.warning("local Ray start %d/%d failed: %s", attempt, attempts, why)
+                log.info("local Ray start %d/%d failed: %s", attempt, attempts, why)
                 continue
             register_driver(directory)
             return state
