@@ -93,6 +93,17 @@ def _engine(url: str) -> Engine:
     return _ENGINES[url]
 
 
+def open_engine(url: str | None = None) -> Engine:
+    """The shared engine for a URL, not checked reachable nor migrated: for a worker of a
+    job whose driver did both, and whose database may be away right now (its accesses
+    then fail as outages, which it rides out: `platform/outage.py`)."""
+    url = normalise_url(resolve_db_url(url))
+    try:
+        return _engine(url)
+    except Exception as exc:  # unknown dialect, missing driver
+        raise DatabaseError(f"cannot use database {redact(url)}: {exc}") from None
+
+
 def dispose_engines() -> None:
     """Close every pooled connection and forget every engine (before dropping a database)."""
     for engine in _ENGINES.values():

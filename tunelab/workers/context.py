@@ -82,9 +82,11 @@ class WorkerContext(EvalContext):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            from tunelab.schema.db import get_engine
+            from tunelab.schema.db import open_engine
 
-            self._engine = get_engine(self.job.db_url, migrate=False)
+            # Not checked here: the database may be away right now, and every access
+            # below rides that out (an unreachable server is an outage, not an error).
+            self._engine = open_engine(self.job.db_url)
         return self._engine
 
     @property
