@@ -136,8 +136,10 @@ def test_drivers_share_one_warm_cluster_per_data_directory(tmp_path: Path, dirs:
     assert [j["status"] for j in _jobs(env_a)] == ["completed", "completed"]
     assert [j["status"] for j in _jobs(env_b)] == ["completed"]
 
-    # Warm: the next job of `a` pays no Ray start-up.
-    warm = [_run(env_a, "submit", str(spec), "--wait") for _ in range(2)]
+    # Warm: the next job of `a` pays no Ray start-up; named by its address, its token is
+    # found for the user.
+    warm = [_run(env_a, "submit", str(spec), "--wait"),
+            _run(env_a, "submit", str(spec), "--wait", "--ray", state_a.ray_address)]  # fmt: skip
     assert all(code == 0 for code, *_ in warm), warm[-1][2][-3000:]
     code, out, _, _ = _run(env_a, "cluster", "status", timeout=120)
     assert code == 0 and "warm local Ray" in out and state_a.ray_address in out

@@ -109,14 +109,19 @@ def _reachable(address: str) -> None:
 
 
 def _own_token(address: str) -> None:
-    """The token of this data directory's cluster when `address` is that cluster."""
+    """When `address` is this data directory's cluster: its token (unless one is set), and
+    this process registered as its driver (the warm one's reaper then waits for it)."""
     import os
 
     from tunelab.platform import cluster
 
     state = cluster.load_state()
-    if state is not None and state.ray_address == address and "RAY_AUTH_MODE" not in os.environ:
+    if state is None or state.ray_address != address:
+        return
+    if "RAY_AUTH_MODE" not in os.environ:
         os.environ.update({k: v for k, v in state.env().items() if k.startswith("RAY_AUTH")})
+    with contextlib.suppress(OSError):
+        cluster.register_driver()
 
 
 def _local_cluster() -> str:
