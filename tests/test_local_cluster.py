@@ -96,6 +96,12 @@ def _run(env: dict[str, str], *args: str, timeout: float = 600) -> tuple[int, st
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0
 
 
+def _submit(spec: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`tunelab submit SPEC --wait`, running."""
+    return subprocess.Popen(_tunelab("submit", str(spec), "--wait"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
 def _heads(d: Dirs, data: Path) -> int:
     """GCS servers running for the warm Ray of `data`."""
     mark = d.temp_dir(data)
@@ -224,9 +230,11 @@ def test_a_job_without_room_waits_for_resources_then_runs(tmp_path: Path, dirs: 
     small = {"runs": 1, "steps": 3, "checkpoint_every": 3, "step_s": 0.05, "workers": 1}
     queued = _spec(tmp_path, {"name": "queued", "kind": "testing-episodic", "workload": small},
                    "queued")  # fmt: skip
+    dropped = _spec(tmp_path, {"name": "dropped", "kind": "testing-episodic", "workload": small},
+                    "dropped")  # fmt: skip
     first = subprocess.Popen(_tunelab("submit", str(holder), "--wait"), env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    second = None
+    second = third = None
     try:
         # Both CPUs held by the first job's two evaluations (each runs >= 15 s).
         from tunelab.platform import api
@@ -238,18 +246,23 @@ def test_a_job_without_room_waits_for_resources_then_runs(tmp_path: Path, dirs: 
             return bool(jobs) and api.status_counts(jobs[0].id, db=db).get("running", 0) == 2
 
         assert _wait_for(evaluating, 300), first.poll() or "the first job never evaluated"
-        second = subprocess.Popen(
-            _tunelab("submit", str(queued), "--wait"), env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        second, third = (_submit(spec, env) for spec in (queued, dropped))
 
-        def waiting() -> dict[str, Any] | None:
-            rows = {j["name"]: j for j in _jobs(env)}
-            q = rows.get("queued")
-            return q if q and q["status"] == "waiting for resources" else None
+        def waiting(name: str) -> Callable[[], dict[str, Any] | None]:
+            def check() -> dict[str, Any] | None:
+                job = {j["name"]: j for j in _jobs(env)}.get(name)
+                return job if job and job["status"] == "waiting for resources" else None
 
-        seen = _wait_for(waiting, 120, every_s=1)
+            return check
+
+        seen = _wait_for(waiting("queued"), 120, every_s=1)
         assert seen, _jobs(env)
+        # A queued job cancelled: its driver stops waiting and says so (exit 5).
+        gone = _wait_for(waiting("dropped"), 120, every_s=1)
+        assert gone, _jobs(env)
+        assert _run(env, "cancel", str(gone["id"]), timeout=120)[0] == 0
+        third.communicate(timeout=120)
+        assert third.returncode == 5
         code, out, _, _ = _run(env, "show", str(seen["id"]), timeout=120)
         assert code == 0
         assert "status: waiting for resources" in out and "1 CPU each, 0 CPU free of 2" in out
@@ -262,7 +275,7 @@ def test_a_job_without_room_waits_for_resources_then_runs(tmp_path: Path, dirs: 
         rows = {j["name"]: j for j in _jobs(env)}
         assert rows["queued"]["status"] == "completed" and rows["queued"]["done"] == 1
     finally:
-        for proc in (first, second):
+        for proc in (first, second, third):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.communicate()

@@ -26,7 +26,14 @@ from tunelab.platform.execution import finals
 from tunelab.platform.execution.assembly import Pending, Result, trial_fields
 from tunelab.platform.execution.chunking import Chunker
 from tunelab.platform.execution.liveness import Heartbeat, Interrupts, await_hand_over
-from tunelab.platform.execution.pool import POLL_S, EvalPool, JobError, Worker, connect_ray
+from tunelab.platform.execution.pool import (
+    POLL_S,
+    EvalPool,
+    JobError,
+    Stopped,
+    Worker,
+    connect_ray,
+)
 from tunelab.platform.kinds import JobKind, WorkerAccess, candidate_key, get_kind
 from tunelab.platform.objectives import better
 from tunelab.platform.outage import DatabaseOutage, Outage
@@ -200,10 +207,13 @@ class JobRunner:
                 waiting = functools.partial(
                     self.outage.retry, jobs.note_waiting, self.engine, self.job_id, self.lease
                 )
-                pool = EvalPool(
-                    kind, kind.resources(spec), f"this {kind.name} job", spec.measure.threads,
-                    on_wait=waiting,
-                )  # fmt: skip
+                try:
+                    pool = EvalPool(
+                        kind, kind.resources(spec), f"this {kind.name} job",
+                        spec.measure.threads, on_wait=waiting,
+                    )  # fmt: skip
+                except Stopped:  # cancelled while queued: nothing to record
+                    return JobStatus.cancelled
                 spec = self._resolve(spec, kind, pool)
             return self._search(spec, kind, space, context, pool, retry_failed)
         finally:

@@ -32,6 +32,10 @@ class JobError(RuntimeError):
     """The job cannot run (no device for it, nothing to run); it is marked failed."""
 
 
+class Stopped(JobError):
+    """The job was cancelled (or taken over) while it waited for resources."""
+
+
 class RayUnavailable(RuntimeError):
     """No Ray to run on: the cluster named cannot be reached, or none would start here.
     The job is left failed with the reason, and can be resumed."""
@@ -428,7 +432,7 @@ class EvalPool:
                 if said_at is None:
                     log.info("%s", note)
                 if self.on_wait(note) is False:
-                    raise JobError("the job stopped (cancelled?) while waiting for resources")
+                    raise Stopped("cancelled (or taken over) while waiting for resources")
                 said_at = time.monotonic()
             time.sleep(POLL_S)
         if said_at is not None and self.on_wait:
