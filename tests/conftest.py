@@ -94,6 +94,8 @@ def ray_cluster() -> Iterator[str]:
     """One local Ray for the whole session; yields its address for other drivers."""
     import ray
 
+    if ray.is_initialized():  # an earlier test's job connected this process to another Ray
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
