@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 RESAMPLES = 2000
-TIE_TOLERANCE = 0.01  # medians within 1% (and an interval containing 1.0) are a tie
+TIE_TOLERANCE = 0.01  # medians within 1% are a tie, however sure the interval is of the gap
 MIN_PAIRED_ROUNDS = 6  # the fewest paired rounds whose sign-test interval can exclude 1.0
 
 
@@ -45,9 +45,10 @@ def paired_ratio(
     numerator: Sequence[float], denominator: Sequence[float], *, seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, tuple[float, float]]:  # fmt: skip
-    """median(numerator) / median(denominator) and its `level` bootstrap interval, where
-    numerator[r] and denominator[r] were measured in the same round r: rounds are
-    resampled together, so what a round's load did to both stays paired."""
+    """median(numerator) / median(denominator) and its `level` interval, where
+    numerator[r] and denominator[r] were measured in the same round r: the paired
+    bootstrap (rounds resampled together, so what a round's load did to both stays
+    paired), widened to hold the sign-test interval of the per-round ratios."""
     a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError(f"paired samples need equal, non-empty lengths: {a.shape}, {b.shape}")
