@@ -32,6 +32,19 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+_CORES = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+
+@pytest.fixture(autouse=True)
+def _all_cores() -> Iterator[None]:
+    """TVM binds the thread that runs a kernel in this process to one core: every process
+    a later test starts from here (a driver, a warm Ray, a baseline's process) would
+    inherit that one core. Each test starts with the cores the session started with."""
+    if _CORES is not None and os.sched_getaffinity(0) != _CORES:
+        os.sched_setaffinity(0, _CORES)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's own data directory or database."""
