@@ -19,22 +19,20 @@ import pickle
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import report
+
 SAMPLE_S = 0.02
 
 
 def sample(run: Any) -> float:
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < SAMPLE_S:
-        run()
-        n += 1
-    return (time.perf_counter() - t0) / n
+    """Seconds per call of `run`, called for at least SAMPLE_S (report.sample)."""
+    return report.sample(run, SAMPLE_S)
 
 
 def kernel_server(threads: int, params: dict[str, Any]) -> None:

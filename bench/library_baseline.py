@@ -32,18 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 N = 512
+import report  # noqa: E402
+
 SAMPLE_S = 0.02
 MODES = ("beside", "own", "alone")
 LABELS = {"beside": "beside TVM (before)", "own": "own process (now)", "alone": "alone"}
 
 
 def sample(run: Any) -> float:
-    """Seconds per call of `run`, called for at least SAMPLE_S."""
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < SAMPLE_S:
-        run()
-        n += 1
-    return (time.perf_counter() - t0) / n
+    """Seconds per call of `run`, called for at least SAMPLE_S (report.sample)."""
+    return report.sample(run, SAMPLE_S)
 
 
 def child(threads: int, rounds: int, seed: int = 0) -> dict[str, list[float]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def emit(lines: list[str], out: Path | None) -> None:
@@ -11,3 +14,12 @@ def emit(lines: list[str], out: Path | None) -> None:
     print(text)
     if out:
         out.write_text(text + "\n")
+
+
+def sample(run: Callable[[], Any], seconds: float) -> float:
+    """Seconds per call of `run`, called back to back for at least `seconds`."""
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        run()
+        n += 1
+    return (time.perf_counter() - t0) / n
