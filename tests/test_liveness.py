@@ -104,6 +104,21 @@ def _claimed(engine: Any, job_id: int, proc: subprocess.Popen[str]) -> Job:
 # -- judging a driver ------------------------------------------------------------------
 
 
+def _terminate(driver: subprocess.Popen) -> tuple[str, float]:
+    """SIGTERM the driver; what it printed and the seconds it took to end."""
+    t0 = time.monotonic()
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=60)
+    return out, time.monotonic() - t0
+
+
+def _reap(driver: subprocess.Popen) -> None:
+    """Kill a driver a failed test left running."""
+    if driver.poll() is None:
+        driver.kill()
+        driver.communicate()
+
+
 def test_a_driver_on_this_host_is_judged_by_its_process(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -245,14 +260,9 @@ def test_heartbeat_beats_while_blocked_and_sigterm_interrupts_at_once(
         assert jobs.get_job(engine, job_id).n_planned == 0  # still starting Ray
         family = [driver.pid, *(c.pid for c in psutil.Process(driver.pid).children(True))]
 
-        t0 = time.monotonic()
-        driver.send_signal(signal.SIGTERM)
-        out, _ = driver.communicate(timeout=60)
-        took = time.monotonic() - t0
+        out, took = _terminate(driver)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.communicate()
+        _reap(driver)
     assert driver.returncode == 130, out
     assert took < 15, f"SIGTERM took {took:.1f} s"
     job = jobs.get_job(engine, job_id)
@@ -269,14 +279,9 @@ def test_sigterm_while_waiting_for_ray_interrupts_at_once(sqlite_url: str, close
     try:
         _claimed(engine, job_id, driver)
         time.sleep(1.0)  # into the wait for Ray
-        t0 = time.monotonic()
-        driver.send_signal(signal.SIGTERM)
-        out, _ = driver.communicate(timeout=60)
-        took = time.monotonic() - t0
+        out, took = _terminate(driver)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.communicate()
+        _reap(driver)
     assert driver.returncode == 130, out
     assert took < 15 and "did not act on the signal" not in out, (took, out)
     assert jobs.get_job(engine, job_id).status == "interrupted"
@@ -301,12 +306,9 @@ def test_heartbeat_rides_out_the_database_going_away(
         beat = lambda: jobs.last_beat(jobs.get_job(engine, job_id))  # noqa: E731
         _until("a heartbeat after the outage", lambda: beat() > back, 60)
         assert driver.poll() is None
-        driver.send_signal(signal.SIGTERM)
-        out, _ = driver.communicate(timeout=60)
+        out, _ = _terminate(driver)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.communicate()
+        _reap(driver)
     assert driver.returncode == 130, out
     assert "heartbeat not written, retrying" in out and "heartbeat written again" in out, out
     assert jobs.get_job(engine, job_id).status == "interrupted"
