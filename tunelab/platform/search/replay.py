@@ -159,6 +159,7 @@ def load_sweep(source: str | int | Path, engine: Engine | None = None) -> Sweep:
         if engine is None:
             raise ReplayError("a job id needs a database")
         job = jobs.get_job(engine, int(source))
+        trials = jobs.trials(engine, job.id)  # one read: the rows and their environments
         rows = {
             t.candidate: {
                 "params": t.params,
@@ -167,10 +168,10 @@ def load_sweep(source: str | int | Path, engine: Engine | None = None) -> Sweep:
                 "latencies_s": t.latencies_s,
                 "extra": {**(t.extra or {}), **({"baseline": t.baseline} if t.baseline else {})},
             }
-            for t in jobs.trials(engine, job.id)
+            for t in trials
             if t.status != "running"
         }
-        env = _environment(engine, [t.environment_id for t in jobs.trials(engine, job.id)])
+        env = _environment(engine, [t.environment_id for t in trials])
         return Sweep(parse_spec(job.spec, f"job {job.id}"), rows, f"job {job.id}", env)
     path = Path(source)
     if not path.is_file():
